@@ -1,0 +1,206 @@
+"""Synthesis engine: exact T1-grid outputs, slab tiling vs whole-volume passes, progress, cancel, missing inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from scipy.spatial.transform import Rotation
+
+from VirtualContrastLib.checkpoints import save_checkpoint
+from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.errors import CancelledError, DeviceError, InputError, MissingModalityError
+from VirtualContrastLib.networks import build_network
+from VirtualContrastLib.normalization import normalize
+from VirtualContrastLib.registry import LoadedModel
+from VirtualContrastLib.synthesis import (
+    SynthesisOptions,
+    count_slabs,
+    cpu_supports_bf16,
+    predict_volume,
+    resolve_precision,
+    synthesize,
+)
+
+FP32 = dict(device="cpu", precision="fp32")
+
+
+def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, seed=0) -> LoadedModel:
+    """A random width-4 network in eval mode with non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    config = ModelConfig(architecture=architecture, arch_kwargs={"width": 4}, inputs=list(inputs), slab_depth=slab_depth)
+    network = build_network(config)
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return LoadedModel(name=f"tiny-{architecture}", config=config, network=network.eval(), sha256="", path=Path("tiny.pt"))
+
+
+def rotation(degrees) -> tuple[float, ...]:
+    return tuple(Rotation.from_euler("xyz", degrees, degrees=True).as_matrix().ravel())
+
+
+def head(shape=(14, 24, 20), spacing=(2.0, 2.0, 3.5), origin=(-20.0, -24.0, -24.0), direction=None, seed=0, level=100.0) -> sitk.Image:
+    """Skull-stripped ellipsoid 'brain' with texture and a bright blob, 0 outside."""
+    z, y, x = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
+    inside = (z / 0.45) ** 2 + (y / 0.45) ** 2 + (x / 0.45) ** 2 < 1
+    blob = (z**2 + (y - 0.1) ** 2 + (x + 0.1) ** 2) < 0.02
+    array = np.where(inside, level + 0.3 * level * np.random.default_rng(seed).random(shape) + level * blob, 0)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction or rotation((0, 0, 0)))
+    return image
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and a.GetSpacing() == b.GetSpacing()
+            and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection())
+
+
+def test_outputs_land_exactly_on_an_oblique_anisotropic_t1_grid():
+    t1 = head(spacing=(1.9, 2.3, 4.0), origin=(-18.5, -27.0, -25.0), direction=rotation((18, -7, 25)))
+    t2 = head(shape=(30, 22, 22), spacing=(2.1, 2.1, 1.6), origin=(-21.0, -26.0, -23.0), direction=rotation((0, 5, 0)), seed=1, level=300.0)
+    adc = head(shape=(12, 18, 18), spacing=(2.6, 2.6, 4.5), origin=(-22.0, -23.0, -26.0), seed=2, level=0.8)
+    result = synthesize({"t1": t1, "t2": t2, "adc": adc}, tiny_model(), options=SynthesisOptions(tta=True, **FP32))
+    for image in (result.synthetic, result.subtraction, result.uncertainty, result.brain_mask):
+        assert same_grid(image, t1)
+        assert image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkUInt8)
+    mask = sitk.GetArrayFromImage(result.brain_mask) > 0
+    synthetic = sitk.GetArrayFromImage(result.synthetic)
+    assert np.all(synthetic[~mask] == 0) and np.all(sitk.GetArrayFromImage(result.subtraction)[~mask] == 0)
+    uncertainty = sitk.GetArrayFromImage(result.uncertainty)
+    assert uncertainty.min() >= 0 and uncertainty[mask].max() > 0 and np.all(uncertainty[~mask] == 0)
+
+
+def test_synthetic_is_in_the_t1_window_and_subtraction_is_normalized_difference():
+    t1 = head(direction=rotation((0, 0, 30)))
+    t2 = head(seed=3, level=250.0)
+    result = synthesize({"t1": t1, "t2": t2}, tiny_model(inputs=("t1", "t2")), options=SynthesisOptions(**FP32))
+    mask = sitk.GetArrayFromImage(result.brain_mask) > 0
+    t1_array = sitk.GetArrayFromImage(t1)
+    low, high = np.percentile(t1_array[mask], [0.5, 99.5])
+    synthetic = sitk.GetArrayFromImage(result.synthetic)[mask]
+    assert synthetic.min() >= low - 1e-3 and synthetic.max() <= high + 1e-3
+    synthetic_normalized = (sitk.GetArrayFromImage(result.synthetic) - low) / (high - low)
+    t1_normalized = normalize(t1_array, mask, {"name": "brain_percentile", "lower": 0.5, "upper": 99.5})
+    expected = np.where(mask, synthetic_normalized - t1_normalized, 0)
+    assert np.allclose(sitk.GetArrayFromImage(result.subtraction), expected, atol=1e-4)
+    assert result.precision == "fp32" and result.device == "cpu"
+
+
+def test_3d_tiling_without_overlap_equals_separate_slab_passes():
+    model = tiny_model()
+    volume = np.random.default_rng(0).random((3, 9, 16, 24), dtype=np.float32)
+    tiled, _ = predict_volume(model, volume, SynthesisOptions(overlap=0.0, blend="constant", **FP32), torch.device("cpu"), "fp32", batch_size=2)
+    with torch.no_grad():
+        slabs = [model.network(torch.from_numpy(volume[None, :, d : d + 3]))[0, 0].numpy() for d in (0, 3, 6)]
+    assert np.allclose(tiled, np.concatenate(slabs), atol=1e-5)
+
+
+def test_single_slab_volume_equals_one_whole_volume_pass():
+    model = tiny_model()
+    volume = np.random.default_rng(1).random((3, 3, 20, 12), dtype=np.float32)
+    tiled, _ = predict_volume(model, volume, SynthesisOptions(**FP32), torch.device("cpu"), "fp32", batch_size=1)
+    with torch.no_grad():
+        whole = model.network(torch.from_numpy(volume[None]))[0, 0].numpy()
+    assert np.allclose(tiled, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_2d_model_with_default_overlap_equals_whole_volume_pass(blend):
+    # Slices never mix in a 2D model, so overlapping slabs predict each slice identically and any
+    # normalized blending must give the whole-volume pass. (A 3D model's slab edges see zero padding,
+    # so overlapping 3D slabs legitimately differ from a whole-volume pass.)
+    model = tiny_model(architecture="hrfcn_2d")
+    volume = np.random.default_rng(2).random((3, 11, 16, 20), dtype=np.float32)
+    tiled, _ = predict_volume(model, volume, SynthesisOptions(blend=blend, **FP32), torch.device("cpu"), "fp32", batch_size=3)
+    with torch.no_grad():
+        whole = model.network(torch.from_numpy(volume[None]))[0, 0].numpy()
+    assert np.allclose(tiled, whole, atol=1e-5)
+
+
+def test_count_slabs_matches_monai_windows():
+    calls = []
+    model = tiny_model(inputs=("t1",))
+    volume = np.random.default_rng(0).random((1, 13, 8, 8), dtype=np.float32)
+    predict_volume(model, volume, SynthesisOptions(**FP32), torch.device("cpu"), "fp32", 1, on_batch=calls.append)
+    assert len(calls) == count_slabs(13, 3, 1 / 3) == 6
+    assert count_slabs(192, 3, 1 / 3) == 96 and count_slabs(192, 3, 0.0) == 64 and count_slabs(2, 3, 0.5) == 1
+
+
+def test_progress_is_monotonic_and_reaches_one():
+    seen = []
+    synthesize({"t1": head(), "t2": head(seed=1)}, tiny_model(inputs=("t1", "t2")),
+               options=SynthesisOptions(batch_size=1, **FP32), progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert len(fractions) > 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert all(isinstance(m, str) and m for _, m in seen)
+
+
+def test_cancel_after_first_slab_raises():
+    slabs = []
+
+    def cancel() -> bool:
+        return len(slabs) >= 1
+
+    with pytest.raises(CancelledError, match="cancelled"):
+        synthesize({"t1": head(), "t2": head(seed=1)}, tiny_model(inputs=("t1", "t2")),
+                   options=SynthesisOptions(batch_size=1, **FP32), progress=lambda f, m: slabs.append(f), cancel=cancel)
+    assert len(slabs) == 1
+
+
+def test_missing_input_policies(tmp_path, monkeypatch):
+    model = tiny_model(inputs=("t1", "t2", "adc"))
+    images = {"t1": head(), "adc": head(seed=2, level=0.8)}
+    with pytest.raises(MissingModalityError, match="needs T2.*'auxiliary'.*'zeros'"):
+        synthesize(images, model, options=SynthesisOptions(**FP32))
+    zero = synthesize(images, model, options=SynthesisOptions(missing_policy="zeros", **FP32))
+    assert any("T2 was not given and was zero-filled" in note for note in zero.notes)
+
+    folder = tmp_path / "models"
+    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(folder))
+    folder.mkdir()
+    (folder / "models.json").write_text('{"models": []}')
+    with pytest.raises(MissingModalityError, match="no bundled auxiliary model predicts it"):
+        synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32))
+
+    aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
+    digest = save_checkpoint(folder / "aux.pt", aux_config, build_network(aux_config).state_dict())
+    entry = {"name": "t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"], "output": "t2", "role": "auxiliary"}
+    (folder / "models.json").write_text(json.dumps({"models": [entry]}))
+    seen = []
+    aux = synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32), progress=lambda f, m: seen.append(f))
+    assert any("T2 was not given: predicted from T1 by auxiliary model t2-from-t1" in note for note in aux.notes)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert not np.allclose(sitk.GetArrayFromImage(aux.synthetic), sitk.GetArrayFromImage(zero.synthetic))
+
+
+def test_bad_options_and_devices_are_refused():
+    images = {"t1": head()}
+    model = tiny_model(inputs=("t1",))
+    with pytest.raises(InputError, match="overlap must be in"):
+        synthesize(images, model, options=SynthesisOptions(overlap=1.0))
+    with pytest.raises(InputError, match="unknown precision"):
+        synthesize(images, model, options=SynthesisOptions(precision="int8"))
+    with pytest.raises(DeviceError, match="unknown device"):
+        synthesize(images, model, options=SynthesisOptions(device="gpu7"))
+    with pytest.raises(InputError, match="unknown modalities"):
+        synthesize({"t1": head(), "pd": head()}, model)
+
+
+def test_auto_precision_follows_cpu_bf16_support_and_bf16_stays_close_to_fp32():
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    images = {"t1": head(), "t2": head(seed=1, level=200.0)}
+    model = tiny_model(inputs=("t1", "t2"))
+    fp32 = sitk.GetArrayFromImage(synthesize(images, model, options=SynthesisOptions(**FP32)).synthetic)
+    bf16 = synthesize(images, model, options=SynthesisOptions(device="cpu", precision="bf16"))
+    assert bf16.precision == "bf16"
+    difference = np.abs(sitk.GetArrayFromImage(bf16.synthetic) - fp32)
+    assert difference.max() < 0.05 * fp32.max()

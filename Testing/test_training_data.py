@@ -1,0 +1,177 @@
+"""Dataset readers (every layout), dataset preparation and slab sampling, on small real NIfTI files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from model_training.datasets import LAYOUTS, detect_layout, list_cases, read_manifest
+from model_training.prepare import PrepareOptions, load_case, prepare_dataset
+from model_training.sampling import SamplingOptions, SlabDataset
+from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.errors import InputError, MissingModalityError
+
+SHAPE = (12, 20, 16)  # z, y, x
+
+
+def _volume(seed: int, labels: bool = False) -> sitk.Image:
+    """A skull-stripped-looking volume: random intensities inside an ellipsoid, 0 outside."""
+    z, y, x = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    inside = ((z - 6) / 5.5) ** 2 + ((y - 10) / 9) ** 2 + ((x - 8) / 7) ** 2 < 1
+    if labels:
+        array = np.zeros(SHAPE, np.int16)
+        array[5:8, 8:12, 6:10] = 2
+        array[6, 9:11, 7:9] = 4
+    else:
+        array = np.where(inside, np.random.default_rng(seed).uniform(100, 1000, SHAPE), 0).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 3.0))
+    return image
+
+
+def _write_case(root: Path, layout: str, case_id: str, skip: tuple[str, ...] = ()) -> Path:
+    folder = root / case_id
+    folder.mkdir(parents=True)
+    for number, (role, suffix) in enumerate(LAYOUTS[layout].items()):
+        if role in skip:
+            continue
+        image = _volume(number, labels=role == "labels")
+        if role == "mask":
+            image = sitk.Cast(_volume(0) > 0, sitk.sitkUInt8)
+        sitk.WriteImage(image, str(folder / f"{case_id}{suffix}.nii.gz"))
+    return folder
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_each_folder_layout_is_read_and_detected(tmp_path: Path, layout: str) -> None:
+    _write_case(tmp_path, layout, "case-001")
+    _write_case(tmp_path, layout, "case-002")
+    assert detect_layout(tmp_path) == layout
+    cases = list_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["case-001", "case-002"]
+    expected = {role for role in LAYOUTS[layout] if role not in ("mask", "labels")}
+    assert set(cases[0].images) == expected
+    assert (cases[0].mask is not None) == ("mask" in LAYOUTS[layout])
+    assert cases[0].labels is not None
+    # T1 must not be confused with T1c / t1ce (suffix prefixes of each other).
+    assert cases[0].images["t1"] != cases[0].images["t1c"]
+
+
+def test_missing_modality_gives_clear_error(tmp_path: Path) -> None:
+    _write_case(tmp_path, "brats2023", "BraTS-GLI-00001-000", skip=("t2",))
+    case = list_cases(tmp_path, "brats2023")[0]
+    with pytest.raises(MissingModalityError, match="BraTS-GLI-00001-000: missing t2"):
+        case.require(["t1", "t2", "t1c"])
+    index = prepare_dataset([case], tmp_path / "cache", PrepareOptions(modalities=("t1", "t2"), register=False))
+    assert index["prepared"][0]["modalities"] == ["t1", "t1c"]
+    with pytest.raises(InputError, match="unknown dataset layout"):
+        list_cases(tmp_path, "nonsense")
+
+
+def test_csv_manifest(tmp_path: Path) -> None:
+    folder = _write_case(tmp_path / "data", "brats2021", "P1")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "case_id,t1,t2,t1c,labels\n"
+        f"P1,data/P1/P1_t1.nii.gz,{folder / 'P1_t2.nii.gz'},data/P1/P1_t1ce.nii.gz,data/P1/P1_seg.nii.gz\n"
+    )
+    cases = list_cases(manifest)
+    assert set(cases[0].images) == {"t1", "t2", "t1c"} and cases[0].labels.name == "P1_seg.nii.gz"
+    manifest.write_text("case_id,t1,t1c\nP1,data/P1/P1_t1.nii.gz,data/P1/missing.nii.gz\n")
+    with pytest.raises(InputError, match="file not found"):
+        read_manifest(manifest)
+    manifest.write_text("case_id,t1,t1c,dwi\n")
+    with pytest.raises(InputError, match="unknown columns"):
+        read_manifest(manifest)
+
+
+def test_prepare_normalizes_on_target_grid_and_remaps_labels(tmp_path: Path) -> None:
+    _write_case(tmp_path / "data", "brats2021", "P1")
+    cases = list_cases(tmp_path / "data")
+    index = prepare_dataset(cases, tmp_path / "cache", PrepareOptions(register=False, dtype="float32"))
+    assert not index["skipped"]
+    case = load_case(tmp_path / "cache", "P1")
+    brain = case["mask"] > 0
+    for role in ("t1", "t2", "flair", "t1c"):
+        norm = case[f"norm_{role}"]
+        assert norm.shape == SHAPE
+        assert norm.min() == 0.0 and norm.max() == pytest.approx(1.0)
+        assert not norm[~brain].any()
+    # BraTS 2021 enhancing label 4 is stored as 3 (BraTS 2023 convention).
+    assert set(np.unique(case["labels"])) == {0, 2, 3}
+    assert np.allclose(case["spacing"], (2.0, 2.0, 3.0))
+
+
+def test_prepare_reports_skipped_cases(tmp_path: Path) -> None:
+    _write_case(tmp_path / "data", "phantom", "ok")
+    _write_case(tmp_path / "data", "phantom", "broken")
+    (tmp_path / "data" / "broken" / "broken-t2w.nii.gz").write_bytes(b"not an image")
+    index = prepare_dataset(list_cases(tmp_path / "data"), tmp_path / "cache", PrepareOptions(register=False))
+    assert [c["case"] for c in index["prepared"]] == ["ok"]
+    assert index["skipped"][0]["case"] == "broken" and "broken-t2w" in index["skipped"][0]["reason"]
+    assert "broken" in (tmp_path / "cache" / "skipped.csv").read_text()
+
+
+def _cases(count: int = 2) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(count):
+        mask = np.zeros((10, 30, 22), np.uint8)
+        mask[2:8, 4:26, 3:19] = 1
+        t1 = (rng.uniform(0.2, 0.6, mask.shape) * mask).astype(np.float16)
+        target = t1.copy()
+        target[6, 10:14, 8:12] += 0.3  # enhancement only in slice 6
+        cases.append({"norm_t1": t1, "norm_t2": t1, "norm_t1c": target, "mask": mask})
+    return cases
+
+
+def test_slabs_are_padded_deterministic_and_cover_the_brain() -> None:
+    config = ModelConfig(architecture="hrfcn", inputs=["t1", "t2"])
+    dataset = SlabDataset(_cases(), config, SamplingOptions(slabs_per_epoch=16), multiple=4, seed=3)
+    item = dataset[0]
+    assert item["inputs"].shape == (2, 3, 32, 24)  # 30x22 padded to the multiple 4
+    assert item["target"].shape == item["t1"].shape == (1, 3, 32, 24)
+    assert torch.equal(dataset[5]["inputs"], dataset[5]["inputs"])
+    starts = {int(s) for case in dataset.cases for s in case["valid"]}
+    assert starts == set(range(0, 8))  # every start whose slab touches slices 2..7, last one included
+    first = torch.stack([dataset[i]["target"] for i in range(16)])
+    dataset.set_epoch(1)
+    assert not torch.equal(first, torch.stack([dataset[i]["target"] for i in range(16)]))
+
+
+def test_enhancement_oversampling_and_crop() -> None:
+    config = ModelConfig(architecture="hrfcn", inputs=["t1"])
+    options = SamplingOptions(slabs_per_epoch=20, enhancement_fraction=1.0, min_enhancing_voxels=4, crop=(16, 16))
+    dataset = SlabDataset(_cases(), config, options, multiple=8, seed=0)
+    for index in range(20):
+        item = dataset[index]
+        assert item["inputs"].shape == (1, 3, 16, 16)
+    full = SlabDataset(_cases(), config, SamplingOptions(slabs_per_epoch=20, enhancement_fraction=1.0, min_enhancing_voxels=4), multiple=8)
+    for index in range(20):
+        item = full[index]
+        assert ((item["target"] - item["t1"]) > 0.1).any()
+
+
+def test_augmentation_keeps_background_zero() -> None:
+    config = ModelConfig(architecture="hrfcn", inputs=["t1"])
+    dataset = SlabDataset(_cases(), config, SamplingOptions(slabs_per_epoch=8, augment=True), multiple=2)
+    for index in range(8):
+        item = dataset[index]
+        assert not item["inputs"][:, item["mask"][0] == 0].any()
+
+
+def test_dataset_works_with_distributed_sampler() -> None:
+    config = ModelConfig(architecture="hrfcn", inputs=["t1"])
+    dataset = SlabDataset(_cases(), config, SamplingOptions(slabs_per_epoch=8), multiple=2)
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        batches = list(DataLoader(dataset, batch_size=2, sampler=sampler))
+        assert len(batches) == 2
+        seen.append(torch.cat([b["target"] for b in batches]))
+    assert not torch.equal(seen[0], seen[1])

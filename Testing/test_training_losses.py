@@ -1,0 +1,83 @@
+"""The training loss terms on hand-made tensors, and the two-stage schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model_training.losses import PAPER_SCHEDULE, VirtualContrastLoss, enhancement_mask, stage_at, total_epochs
+from model_training.settings import load_config
+from model_training.train import Trainer
+
+
+def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    t1 = torch.rand((2, 1, 3, 32, 24), generator=generator) * 0.5
+    target = t1.clone()
+    target[:, :, :, 8:16, 8:16] += 0.4  # an "enhancing" block: Y − X_T1 = 0.4 > δ
+    prediction = target + 0.05 * torch.randn(target.shape, generator=generator)
+    return prediction, target, t1
+
+
+def test_enhancement_mask_thresholds_difference() -> None:
+    _, target, t1 = _pair()
+    mask = enhancement_mask(target, t1, delta=0.1)
+    assert mask.sum() == 2 * 3 * 8 * 8
+    assert enhancement_mask(target, t1, delta=0.1, delta_max=0.3).sum() == 0
+
+
+def test_local_loss_ignores_unmasked_voxels_and_averages_over_all_voxels() -> None:
+    prediction, target, t1 = _pair()
+    loss = VirtualContrastLoss()
+    before = loss.terms(prediction, target, t1)["local"]
+    changed = prediction.clone()
+    mask = enhancement_mask(target, t1, 0.1).bool()
+    changed[~mask] += 0.3
+    assert torch.allclose(loss.terms(changed, target, t1)["local"], before)
+    # The authors' normalisation: mean over every voxel of the slab, not over |M|.
+    expected = ((prediction - target).abs() * mask).sum() / prediction.numel()
+    assert torch.allclose(before, expected)
+    changed_inside = prediction.clone()
+    changed_inside[mask] += 0.3
+    assert loss.terms(changed_inside, target, t1)["local"] > before
+
+
+def test_mae_and_ssim_terms() -> None:
+    prediction, target, t1 = _pair()
+    loss = VirtualContrastLoss()
+    terms = loss.terms(prediction, target, t1)
+    assert torch.allclose(terms["mae"], (prediction - target).abs().mean())
+    assert loss.terms(target, target, t1)["ssim"].abs() < 1e-6
+    assert terms["ssim"] > 0.01
+    total, _ = VirtualContrastLoss(weights=(0.1, 0.1, 10.0))(prediction, target, t1)
+    assert torch.allclose(total, 0.1 * terms["mae"] + 0.1 * terms["ssim"] + 10.0 * terms["local"])
+
+
+def test_ssim_is_per_slice() -> None:
+    """Swapping the depth order of both images leaves a per-slice SSIM unchanged."""
+    prediction, target, t1 = _pair(1)
+    loss = VirtualContrastLoss()
+    flipped = loss.terms(prediction.flip(2), target.flip(2), t1.flip(2))["ssim"]
+    assert torch.allclose(flipped, loss.terms(prediction, target, t1)["ssim"], atol=1e-6)
+
+
+def test_paper_schedule_switches_at_epoch_40() -> None:
+    assert total_epochs(PAPER_SCHEDULE) == 50
+    assert stage_at(PAPER_SCHEDULE, 39)[1].weights == (1.0, 1.0, 1.0)
+    assert stage_at(PAPER_SCHEDULE, 40)[1].weights == (0.1, 0.1, 10.0)
+    with pytest.raises(ValueError):
+        stage_at(PAPER_SCHEDULE, 50)
+
+
+def test_trainer_applies_stage_weights_and_learning_rate(tmp_path) -> None:
+    config = load_config("final", {"model": {"arch_kwargs": {"width": 2}}})
+    trainer = Trainer(config, tmp_path, device="cpu", progress=False)
+    trainer._enter_stage(39)
+    first_optimizer = trainer.optimizer
+    assert trainer.loss.weights == (1.0, 1.0, 1.0)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    trainer._enter_stage(40)
+    assert trainer.loss.weights == (0.1, 0.1, 10.0)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    # The authors re-compiled the model for phase 2: a fresh Adam state.
+    assert trainer.optimizer is not first_optimizer

@@ -1,0 +1,160 @@
+"""``virtual-contrast bench``: speed of a network on this machine, against a plain Conv3d.
+
+Follows DESIGN.md "Measuring speed": it times N slabs (3 x 256 x 192) through the engine's own
+slab inference path at the default batch and precision, extrapolates to the slabs the engine
+runs on a whole 192 x 256 x 192 volume at the default overlap (no brain crop, so an upper
+bound), counts the model's FLOPs, and in the same run measures the FLOP/s of one large
+``Conv3d`` (64 -> 64, 3x3x3) on the same slab, dtype and layout as a practical ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import MODALITIES
+
+#: The reference volume (slices, rows, columns) and the slab in-plane size.
+VOLUME_SHAPE = (192, 256, 192)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    parser = subparsers.add_parser("bench", help="measure seconds per volume, FLOP/s and peak memory on this machine")
+    parser.add_argument("--width", type=int, default=None, help="network width (default: the CPU lite width)")
+    parser.add_argument("--variant", default="hrfcn", help="architecture (hrfcn, hrfcn_a..d, hrfcn_2d, unet2d, unet3d)")
+    parser.add_argument("--inputs", type=int, default=3, choices=(1, 2, 3, 4), help="number of input modalities (default 3: T1+T2+ADC)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--batch-size", type=int, default=None, help="slabs per forward pass (default: the engine's)")
+    parser.add_argument("--slabs", type=int, default=4, help="slabs to time (default 4)")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.set_defaults(func=run)
+
+
+def _peak_memory_mb(device: Any) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _time_reference_conv(device: Any, precision: str, batch: int, repeats: int = 3) -> tuple[float, int]:
+    """Seconds per slab and FLOPs per slab of one 64->64 3x3x3 Conv3d on a 3x256x192 slab."""
+    import torch
+
+    from .networks import count_flops
+
+    conv = torch.nn.Conv3d(64, 64, 3, padding=1).eval().to(device)
+    shape = (batch, 64, 3, *VOLUME_SHAPE[1:])
+    flops = count_flops(conv, (1, 64, 3, *VOLUME_SHAPE[1:]))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    x = torch.rand(shape, device=device)
+    if device.type == "cpu":
+        conv.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        conv(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / (repeats * batch), flops
+
+
+def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str = "auto", precision: str = "auto",
+              batch_size: int | None = None, slabs: int = 4) -> dict[str, Any]:
+    """Run the benchmark and return its measurements (see the module docstring)."""
+    import numpy as np
+    import torch
+
+    from .config import ModelConfig
+    from .errors import InputError
+    from .networks import build_network, count_flops, count_parameters
+    from .registry import LoadedModel, resolve_device
+    from .synthesis import DEFAULT_BATCH, DEFAULT_OVERLAP, SynthesisOptions, count_slabs, predict_volume, resolve_precision
+
+    if slabs < 1:
+        raise InputError("--slabs must be >= 1")
+    target = resolve_device(device)
+    precision = resolve_precision(precision, target)
+    batch = batch_size or DEFAULT_BATCH.get(target.type, 1)
+    config = ModelConfig(architecture=variant, arch_kwargs={"width": width}, inputs=list(MODALITIES[:n_inputs]))
+    with torch.device("meta"):
+        meta_network = build_network(config)
+    slab_shape = (1, n_inputs, config.slab_depth, *VOLUME_SHAPE[1:])
+    flops_per_slab = count_flops(meta_network, slab_shape)
+    model = LoadedModel(name=f"{variant}-w{width}", config=config, network=build_network(config).eval(), sha256="", path=Path("."))
+    options = SynthesisOptions(device=str(target), precision=precision)
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target)
+
+    # The first pass builds oneDNN/cuDNN kernels; time the engine's path after it.
+    warmup = np.random.default_rng(0).random((n_inputs, config.slab_depth * batch, *VOLUME_SHAPE[1:]), dtype=np.float32)
+    predict_volume(model, warmup, SynthesisOptions(overlap=0.0, precision=precision), target, precision, batch)
+    interval = max(int(config.slab_depth * (1 - DEFAULT_OVERLAP)), 1)
+    depth = config.slab_depth + interval * (slabs - 1)
+    volume = np.random.default_rng(1).random((n_inputs, depth, *VOLUME_SHAPE[1:]), dtype=np.float32)
+    timed = count_slabs(depth, config.slab_depth, DEFAULT_OVERLAP)
+    start = time.perf_counter()
+    predict_volume(model, volume, options, target, precision, batch)
+    seconds_per_slab = (time.perf_counter() - start) / timed
+
+    conv_seconds, conv_flops = _time_reference_conv(target, precision, batch)
+    volume_slabs = count_slabs(VOLUME_SHAPE[0], config.slab_depth, DEFAULT_OVERLAP)
+    achieved = flops_per_slab / seconds_per_slab
+    conv_rate = conv_flops / conv_seconds
+    return {
+        "variant": variant, "width": width, "inputs": n_inputs, "parameters": count_parameters(meta_network),
+        "device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision, "batch_size": batch,
+        "layout": "channels_last_3d" if target.type == "cpu" else "contiguous",
+        "slab_shape": list(slab_shape[2:]), "slabs_timed": timed, "seconds_per_slab": seconds_per_slab,
+        "volume_shape": list(VOLUME_SHAPE), "overlap": DEFAULT_OVERLAP, "slabs_per_volume": volume_slabs,
+        "seconds_per_volume": seconds_per_slab * volume_slabs, "seconds_per_volume_is": f"extrapolated from {timed} timed slabs",
+        "gflops_per_slab": flops_per_slab / 1e9, "gflops_per_volume": flops_per_slab * volume_slabs / 1e9,
+        "achieved_gflops_per_s": achieved / 1e9, "conv3d_gflops_per_s": conv_rate / 1e9, "ratio_to_conv3d": achieved / conv_rate,
+        "peak_memory_mb": _peak_memory_mb(target), "peak_memory_is": "GPU max allocated" if target.type == "cuda" else "process peak RSS",
+    }
+
+
+def markdown_table(r: dict[str, Any]) -> str:
+    """The benchmark result as a Markdown table."""
+    rows = [
+        ("model", f"{r['variant']} width {r['width']}, {r['inputs']} inputs, {r['parameters']:,} parameters"),
+        ("device", f"{r['device']} ({r['device_name']}), {r['threads']} threads, torch {r['torch']}"),
+        ("precision / layout / batch", f"{r['precision']} / {r['layout']} / {r['batch_size']}"),
+        ("seconds per slab (3x256x192)", f"{r['seconds_per_slab']:.3f} ({r['slabs_timed']} slabs timed)"),
+        ("seconds per 192x256x192 volume", f"{r['seconds_per_volume']:.1f} ({r['slabs_per_volume']} slabs at overlap {r['overlap']:.2f}; {r['seconds_per_volume_is']}, no brain crop)"),
+        ("model GFLOP per volume", f"{r['gflops_per_volume']:.0f} ({r['gflops_per_slab']:.1f} per slab)"),
+        ("achieved GFLOP/s", f"{r['achieved_gflops_per_s']:.1f}"),
+        ("Conv3d 64->64 3x3x3 GFLOP/s (same run)", f"{r['conv3d_gflops_per_s']:.1f}"),
+        ("ratio model / Conv3d", f"{r['ratio_to_conv3d']:.2f}"),
+        ("peak memory (MB)", f"{r['peak_memory_mb']:.0f} ({r['peak_memory_is']})"),
+    ]
+    return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def run(args: argparse.Namespace) -> int:
+    """``virtual-contrast bench``."""
+    from .networks import LITE_WIDTH
+
+    width = args.width or LITE_WIDTH
+    print(f"timing {args.slabs} slabs of {args.variant} width {width}...", file=sys.stderr)
+    result = benchmark(width, args.variant, args.inputs, args.device, args.precision, args.batch_size, args.slabs)
+    print(markdown_table(result))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,122 @@
+"""``virtual-contrast demo``: a phantom case, synthesized and scored, in one command.
+
+Generates a physics-phantom case (1 mm, with thick-slice T2/ADC/FLAIR like a clinical protocol),
+synthesizes a CE-T1 with the default bundled model, and writes the inputs, the synthetic CE-T1,
+the subtraction map, a PNG montage and the VC-Eval-1 metrics (with the identity floor) to a folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import INTENDED_USE
+
+#: Phantom options the demo asks for: clinical-like thick slices for T2, ADC and FLAIR.
+PHANTOM_OPTIONS: dict[str, Any] = {"thick_slices": True}
+
+#: Files written for the inputs and the ground truth (BraTS-style names).
+INPUT_FILES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "t1c": "t1c-ground-truth"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` sub-command."""
+    parser = subparsers.add_parser("demo", help="synthesize a phantom case end to end and score it",
+                                   description="Phantom case -> synthetic CE-T1, montage and metrics. " + INTENDED_USE)
+    parser.add_argument("--out", type=Path, default=Path("vc-demo"), help="output folder (default ./vc-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--model", help="bundled model name or checkpoint (default: the bundled model for T1+T2+ADC+FLAIR)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.set_defaults(func=run)
+
+
+def _window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    values = array[mask] if mask.any() else array.ravel()
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(low), float(high) if high > low else float(low) + 1.0
+
+
+def write_montage(panels: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray, path: Path) -> Path:
+    """PNG of one axial slice (through the most tumour) of each panel; the last panel is a difference map."""
+    from matplotlib.figure import Figure
+
+    index = int(np.argmax((seg > 0).sum(axis=(1, 2)))) if seg.any() else mask.shape[0] // 2
+    figure = Figure(figsize=(3 * len(panels), 3.4), dpi=100)
+    axes = figure.subplots(1, len(panels))
+    for ax, (title, volume) in zip(axes, panels.items()):
+        if title.startswith("subtraction"):
+            limit = float(np.percentile(np.abs(volume[mask]), 99.5)) or 1.0
+            ax.imshow(volume[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        else:
+            low, high = _window(volume, mask)
+            ax.imshow(volume[index], cmap="gray", vmin=low, vmax=high)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    figure.suptitle(f"VirtualContrast phantom demo, axial slice {index}: SYNTHETIC images, research use only", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """``virtual-contrast demo``."""
+    import SimpleITK as sitk
+
+    from .imageio import write_image
+    from .metrics import evaluate_case
+    from .phantom import generate_case
+    from .registry import default_model_for, load_model
+    from .synthesis import SynthesisOptions, synthesize
+
+    start = time.perf_counter()
+    name = args.model or default_model_for(["t1", "t2", "adc", "flair"]).name
+    model = load_model(name, device=args.device)
+    print(f"model: {model.name} (inputs {'+'.join(m.upper() for m in model.config.inputs)})")
+    case = generate_case(args.seed, spacing=1.0, **PHANTOM_OPTIONS)
+    inputs = {m: case.images[m] for m in ("t1", "t2", "adc", "flair")}
+    result = synthesize(inputs, model, brain_mask=case.brain_mask, options=SynthesisOptions(device=args.device))
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    case_id = f"phantom-{args.seed:04d}"
+    for modality, suffix in INPUT_FILES.items():
+        write_image(case.images[modality], out / f"{case_id}-{suffix}.nii.gz", synthetic=False,
+                    description=f"VirtualContrast physics phantom (simulated) {modality.upper()}")
+    write_image(case.seg, out / f"{case_id}-seg.nii.gz", synthetic=False, description="VirtualContrast phantom labels")
+    write_image(case.brain_mask, out / f"{case_id}-brainmask.nii.gz", synthetic=False, description="VirtualContrast phantom brain mask")
+    synthetic_path = write_image(result.synthetic, out / f"{case_id}-t1c-synthetic.nii.gz")
+    subtraction_path = write_image(result.subtraction, out / f"{case_id}-subtraction.nii.gz",
+                                   description="SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only")
+
+    array = {k: sitk.GetArrayFromImage(v).astype(np.float32) for k, v in case.images.items()}
+    mask = sitk.GetArrayFromImage(case.brain_mask) > 0
+    seg = sitk.GetArrayFromImage(case.seg)
+    synthetic = sitk.GetArrayFromImage(result.synthetic)
+    regions = {"brain": mask, "enhancing_tumour": seg == 3, "whole_tumour": seg > 0}
+    metrics = evaluate_case(synthetic, array["t1c"], mask, t1=array["t1"], regions=regions)
+    montage = write_montage(
+        {"T1": array["t1"], "T2": array["t2"], "ADC": array["adc"], "CE-T1 (ground truth)": array["t1c"],
+         "CE-T1 (SYNTHETIC)": synthetic, "subtraction (SYNTHETIC)": sitk.GetArrayFromImage(result.subtraction)},
+        mask, seg, out / f"{case_id}-montage.png",
+    )
+    seconds = time.perf_counter() - start
+    report = {
+        "case": case_id, "seed": args.seed, "model": model.name, "model_sha256": model.sha256,
+        "device": result.device, "precision": result.precision, "synthesis_seconds": result.seconds,
+        "wall_seconds": seconds, "notes": result.notes, "protocol": "VC-Eval-1 (DESIGN.md)", "metrics": metrics,
+        "intended_use": INTENDED_USE,
+    }
+    metrics_path = out / f"{case_id}-metrics.json"
+    metrics_path.write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
+    print(f"synthetic CE-T1: {synthetic_path}")
+    print(f"subtraction map: {subtraction_path}")
+    print(f"montage: {montage}")
+    print(f"metrics: {metrics_path}")
+    print(f"all files in {out.resolve()}; wall time {seconds:.1f} s (synthesis {result.seconds:.1f} s on {result.device}, {result.precision})")
+    print("SYNTHETIC images: research use only.")
+    return 0

@@ -1,0 +1,89 @@
+"""Networks that map a slab of normalized pre-contrast inputs to synthetic CE-T1.
+
+Contract: input (B, len(config.inputs), D, H, W) float32 in [0, 1]; output (B, 1, D, H, W),
+linear (callers clamp to [0, 1]). H and W must be multiples of :func:`in_plane_multiple`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import VirtualContrastError
+from .baselines import UNET_IN_PLANE_MULTIPLE, UNet2D, UNet3D
+from .flops import count_flops, count_parameters
+from .hrfcn import HRFCN, VARIANTS
+
+#: Paper width (branches 64/128/256).
+PAPER_WIDTH = 64
+
+#: CPU default width, chosen by measurement (see the networks section of the README): a
+#: whole 192x256x192 volume cropped to the brain runs in well under 30 s on 2 cores with
+#: bf16 + channels_last_3d.
+LITE_WIDTH = 16
+
+ARCHITECTURES: dict[str, str] = {
+    "hrfcn": "HR-FCN, the paper's final model: per-modality stems, 1x/2x/4x branches, repeated fusion",
+    "hrfcn_a": "Model-A: one stem for all modalities fused at the input",
+    "hrfcn_b": "Model-B: only the 1x (full-resolution) branch",
+    "hrfcn_c": "Model-C: no 1x branch (2x and 4x branches only)",
+    "hrfcn_d": "Model-D: no repeated multi-scale fusion in stages 3 and 4",
+    "hrfcn_2d": "HR-FCN with in-plane (1x3x3) kernels only: slices never mix",
+    "unet3d": "MONAI 3D U-Net on the slab (in-plane down-sampling)",
+    "unet2d": "MONAI 2D U-Net applied slice by slice",
+}
+
+_ARCH_KWARGS = {"width", "checkpointing"}
+
+
+def _check(config: ModelConfig) -> None:
+    if config.architecture not in ARCHITECTURES:
+        raise VirtualContrastError(
+            f"unknown architecture {config.architecture!r}; known: {', '.join(ARCHITECTURES)}"
+        )
+    unknown = set(config.arch_kwargs) - _ARCH_KWARGS
+    if unknown:
+        raise VirtualContrastError(
+            f"unknown arch_kwargs {sorted(unknown)} for {config.architecture!r}; known: {sorted(_ARCH_KWARGS)}"
+        )
+    width = config.arch_kwargs.get("width", LITE_WIDTH)
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise VirtualContrastError(f"arch_kwargs width must be a positive integer, got {width!r}")
+
+
+def build_network(config: ModelConfig) -> nn.Module:
+    """Build the (untrained) network that ``config`` describes.
+
+    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64) and
+    ``checkpointing`` (HR-FCN variants recompute FCN-module activations in the backward pass
+    to save memory; the U-Nets ignore it).
+    """
+    _check(config)
+    width = config.arch_kwargs.get("width", LITE_WIDTH)
+    in_channels = len(config.inputs)
+    if config.architecture == "unet3d":
+        return UNet3D(in_channels, width)
+    if config.architecture == "unet2d":
+        return UNet2D(in_channels, width)
+    checkpointing = bool(config.arch_kwargs.get("checkpointing", False))
+    return HRFCN(in_channels, width, checkpointing=checkpointing, **VARIANTS[config.architecture])
+
+
+def in_plane_multiple(config: ModelConfig) -> int:
+    """H and W of the input must be multiples of this; callers pad up to it."""
+    _check(config)
+    if config.architecture.startswith("unet"):
+        return UNET_IN_PLANE_MULTIPLE
+    return max(VARIANTS[config.architecture].get("branches", (1, 2, 4)))
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "LITE_WIDTH",
+    "PAPER_WIDTH",
+    "HRFCN",
+    "build_network",
+    "count_flops",
+    "count_parameters",
+    "in_plane_multiple",
+]

@@ -1,0 +1,325 @@
+"""Synthesis from MRML volume nodes: inputs out of the scene, the engine run, results back in.
+
+Two ways to run the engine, with the same inputs and outputs:
+
+* :meth:`SynthesisLogic.start` writes the inputs to temporary NRRD files and runs the engine's
+  command line as a :class:`~VirtualContrastSlicerLib.process.BackgroundProcess`; the returned
+  :class:`SynthesisJob` is polled (a QTimer in the GUI), reports progress parsed from the engine's
+  output and can be cancelled, which kills the process;
+* :meth:`SynthesisLogic.process` blocks until the results are in the scene, either by waiting for
+  such a job or (``inProcess=True``) by calling the engine in this Python process.
+
+Output nodes are created or overwritten only once every result has been read back, so a failed
+or cancelled run leaves the scene exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+import slicer
+
+from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError
+
+from . import outputs as outputNodes
+from .process import BackgroundProcess, engineEnvironment, pythonExecutable
+from .volumes import imageFromVolumeNode, maskImageFromNode, removeNodeWithDependents
+
+ProgressCallback = Callable[[float, str], None]
+LogCallback = Callable[[str], None]
+
+#: Progress of the engine's command line: a tqdm bar on stderr, ``synthesis:  42%|####  | 42/100 [...]``
+#: (each carriage-return refresh arrives as one line because the pipe is read in text mode).
+PROGRESS_LINE = re.compile(r"^(?P<step>[^:|]*):\s*(?P<percent>\d{1,3})%\|")
+#: Error line the engine's command line prints before exiting with status 2.
+ERROR_LINE = re.compile(r"^virtual-contrast [\w-]+: error: (?P<message>.*)$")
+#: Notes (warnings the user must see, e.g. a CPU fallback) printed by the command line.
+NOTE_LINE = re.compile(r"^note: (?P<message>.*)$")
+#: Line naming the model that was used.
+MODEL_LINE = re.compile(r"^model: (?P<name>[^\s(]+)")
+
+
+@dataclass
+class SynthesisSettings:
+    """How to synthesize: which model, where, and the advanced options."""
+
+    model: str | None = None
+    device: str = "auto"
+    overlap: float | None = None
+    uncertainty: bool = False
+    missingPolicy: str | None = None
+
+
+@dataclass
+class SynthesisOutputs:
+    """The nodes a finished synthesis wrote, and the notes the user should read."""
+
+    synthetic: "slicer.vtkMRMLScalarVolumeNode"
+    subtraction: "slicer.vtkMRMLScalarVolumeNode"
+    uncertainty: "slicer.vtkMRMLScalarVolumeNode | None"
+    modelName: str
+    notes: list[str] = field(default_factory=list)
+
+
+def parseProgressLine(line: str) -> tuple[float, str] | None:
+    """(fraction in [0, 1], message) from an engine progress line, else None."""
+    match = PROGRESS_LINE.match(line.strip())
+    if match is None:
+        return None
+    percent = min(max(int(match["percent"]), 0), 100)
+    return percent / 100.0, f"{match['step'].strip()}: {percent}%"
+
+
+def workDirectory() -> Path:
+    """A fresh folder for the exchanged files: Slicer's temporary folder in the application."""
+    if hasattr(slicer, "app"):
+        return Path(slicer.util.tempDirectory("VirtualContrast"))
+    return Path(tempfile.mkdtemp(prefix="VirtualContrast-"))
+
+
+class SynthesisJob:
+    """A synthesis running in a background process; poll it until it reports it has finished."""
+
+    def __init__(self, logic: "SynthesisLogic", inputNodes: dict, settings: SynthesisSettings, outputs: dict,
+                 folder: Path, onProgress: ProgressCallback | None, onLog: LogCallback | None,
+                 onFinished: Callable[["SynthesisJob"], None] | None, keepFiles: bool) -> None:
+        self.logic = logic
+        self.inputNodes = inputNodes
+        self.settings = settings
+        self.outputs = outputs
+        self.folder = folder
+        self.onProgress = onProgress
+        self.onLog = onLog
+        self.onFinished = onFinished
+        self.keepFiles = keepFiles
+        self.result: SynthesisOutputs | None = None
+        self.error: Exception | None = None
+        self.notes: list[str] = []
+        self.modelName = settings.model or "default"
+        self._errorMessage: str | None = None
+        self._cancelRequested = False
+        self._finished = False
+        self.process: BackgroundProcess | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has ended (results in the scene, failed or cancelled)."""
+        return self._finished
+
+    def start(self, args: list[str]) -> None:
+        """Launch the engine's command line."""
+        self.process = BackgroundProcess(args, self._onLine, env=engineEnvironment())
+        self.process.start()
+
+    def _onLine(self, line: str) -> None:
+        if self.onLog:
+            self.onLog(line)
+        progress = parseProgressLine(line)
+        if progress is not None:
+            if self.onProgress:
+                self.onProgress(*progress)
+            return
+        for pattern, handler in ((ERROR_LINE, self._setError), (NOTE_LINE, self.notes.append), (MODEL_LINE, self._setModel)):
+            match = pattern.match(line.strip())
+            if match:
+                handler(match.group(1))
+                return
+
+    def _setError(self, message: str) -> None:
+        self._errorMessage = message
+
+    def _setModel(self, name: str) -> None:
+        self.modelName = name
+
+    def poll(self) -> bool:
+        """Deliver output and progress; when the process has ended, finish the job. True while running."""
+        if self._finished:
+            return False
+        if self.process.poll():
+            return True
+        try:
+            if self._cancelRequested:
+                raise CancelledError("synthesis cancelled; the scene was left unchanged")
+            if self.process.returnCode != 0:
+                message = self._errorMessage or f"the synthesis process failed (exit status {self.process.returnCode}); see the log"
+                raise VirtualContrastError(message)
+            self.result = self.logic.importResults(self.folder, self.inputNodes["t1"], self.outputs, self.modelName, self.notes)
+        except Exception as error:
+            self.error = error
+        finally:
+            self._finished = True
+            if not self.keepFiles:
+                shutil.rmtree(self.folder, ignore_errors=True)
+        if self.onFinished:
+            self.onFinished(self)
+        return False
+
+    def cancel(self) -> None:
+        """Stop the engine; the job then finishes with a :class:`CancelledError` and no new nodes."""
+        self._cancelRequested = True
+        if self.process is not None:
+            self.process.cancel()
+
+    def wait(self) -> SynthesisOutputs:
+        """Block until the job has finished; return its outputs or raise its error."""
+        while self.poll():
+            import time
+
+            time.sleep(0.05)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class SynthesisLogic:
+    """Runs the engine on volume nodes of ``scene`` (``slicer.mrmlScene`` when not given)."""
+
+    def __init__(self, scene: "slicer.vtkMRMLScene | None" = None) -> None:
+        self._scene = scene
+
+    @property
+    def scene(self) -> "slicer.vtkMRMLScene":
+        """The scene inputs come from and outputs go to."""
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def collectInputs(t1, t2=None, adc=None, flair=None) -> dict:
+        """Modality -> node for the given (non-empty) inputs; the T1 is required."""
+        if t1 is None:
+            raise InputError("select a pre-contrast T1 volume: the synthetic image is made on its grid")
+        return {name: node for name, node in (("t1", t1), ("t2", t2), ("adc", adc), ("flair", flair)) if node is not None}
+
+    @staticmethod
+    def inputImages(inputNodes: dict) -> dict[str, sitk.Image]:
+        """World-geometry SimpleITK images of the input nodes (the nodes are not modified)."""
+        return {name: imageFromVolumeNode(node) for name, node in inputNodes.items()}
+
+    def writeInputs(self, inputNodes: dict, maskNode, folder: Path) -> dict[str, Path]:
+        """Write every input (and the mask on the T1 grid) as NRRD into ``folder``."""
+        paths = {}
+        for name, image in self.inputImages(inputNodes).items():
+            paths[name] = folder / f"{name}.nrrd"
+            sitk.WriteImage(image, str(paths[name]))
+        if maskNode is not None:
+            paths["mask"] = folder / "mask.nrrd"
+            sitk.WriteImage(maskImageFromNode(maskNode, inputNodes["t1"]), str(paths["mask"]))
+        return paths
+
+    @staticmethod
+    def commandLine(paths: dict[str, Path], folder: Path, settings: SynthesisSettings) -> list[str]:
+        """The engine command line that reads ``paths`` and writes results into ``folder``."""
+        args = [pythonExecutable(), "-m", "VirtualContrastLib", "synthesize"]
+        for name in ("t1", "t2", "adc", "flair", "mask"):
+            if name in paths:
+                args += [f"--{name}", str(paths[name])]
+        args += ["-o", str(folder / "synthetic.nrrd"), "--subtraction", str(folder / "subtraction.nrrd")]
+        if settings.uncertainty:
+            args += ["--uncertainty", str(folder / "uncertainty.nrrd")]
+        if settings.model:
+            args += ["--model", settings.model]
+        args += ["--device", settings.device]
+        if settings.overlap is not None:
+            args += ["--overlap", f"{settings.overlap:g}"]
+        if settings.missingPolicy:
+            args += ["--missing", settings.missingPolicy]
+        return args
+
+    # -- running --------------------------------------------------------------------------------
+
+    def start(self, inputNodes: dict, maskNode=None, settings: SynthesisSettings | None = None, outputs: dict | None = None,
+              onProgress: ProgressCallback | None = None, onLog: LogCallback | None = None,
+              onFinished: Callable[[SynthesisJob], None] | None = None, keepFiles: bool = False) -> SynthesisJob:
+        """Start a background synthesis and return its job (poll it; results arrive when it ends)."""
+        settings = settings or SynthesisSettings()
+        folder = workDirectory()
+        try:
+            paths = self.writeInputs(inputNodes, maskNode, folder)
+            job = SynthesisJob(self, inputNodes, settings, dict(outputs or {}), folder, onProgress, onLog, onFinished, keepFiles)
+            if onProgress:
+                onProgress(0.0, "starting the synthesis process")
+            job.start(self.commandLine(paths, folder, settings))
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return job
+
+    def runInProcess(self, inputNodes: dict, maskNode=None, settings: SynthesisSettings | None = None, outputs: dict | None = None,
+                     onProgress: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None) -> SynthesisOutputs:
+        """Run the engine in this process (blocking) and put the results into the scene."""
+        from VirtualContrastLib import registry, synthesis
+
+        settings = settings or SynthesisSettings()
+        images = self.inputImages(inputNodes)
+        mask = maskImageFromNode(maskNode, inputNodes["t1"]) if maskNode is not None else None
+        modelName = settings.model or registry.default_model_for(images).name
+        model = registry.load_model(modelName, device=settings.device)
+        result = synthesis.synthesize(images, model, brain_mask=mask, options=self.synthesisOptions(settings),
+                                      progress=onProgress, cancel=cancel)
+        results = {"synthetic": result.synthetic, "subtraction": result.subtraction, "uncertainty": result.uncertainty}
+        return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name, list(result.notes))
+
+    @staticmethod
+    def synthesisOptions(settings: SynthesisSettings):
+        """The engine's options for these settings."""
+        from VirtualContrastLib.synthesis import SynthesisOptions
+
+        values = {"device": settings.device, "tta": settings.uncertainty}
+        if settings.overlap is not None:
+            values["overlap"] = settings.overlap
+        if settings.missingPolicy:
+            values["missing_policy"] = settings.missingPolicy
+        return SynthesisOptions(**values)
+
+    # -- results --------------------------------------------------------------------------------
+
+    def importResults(self, folder: Path, t1Node, outputs: dict, modelName: str, notes: list[str]) -> SynthesisOutputs:
+        """Read the result files of a finished process and store them in the scene."""
+        results = {}
+        for kind in ("synthetic", "subtraction", "uncertainty"):
+            path = folder / f"{kind}.nrrd"
+            results[kind] = sitk.ReadImage(str(path)) if path.is_file() else None
+        if results["synthetic"] is None or results["subtraction"] is None:
+            raise VirtualContrastError("the synthesis process ended without writing its results; see the log")
+        return self.storeResults(results, t1Node, outputs, modelName, notes)
+
+    def storeResults(self, results: dict, t1Node, outputs: dict, modelName: str, notes: list[str]) -> SynthesisOutputs:
+        """Write results into the selected output nodes or new ones; on failure remove the new ones."""
+        created = []
+        nodes = {}
+        try:
+            for kind, image in results.items():
+                if image is None:
+                    nodes[kind] = None
+                    continue
+                node = outputs.get(kind)
+                nodes[kind] = outputNodes.writeOutputNode(self.scene, image, kind, t1Node, modelName, node)
+                if node is None:
+                    created.append(nodes[kind])
+            outputNodes.configureSubtractionDisplay(nodes["subtraction"], outputNodes.symmetricWindow(results["subtraction"]))
+            if nodes["uncertainty"] is not None:
+                outputNodes.configureUncertaintyDisplay(nodes["uncertainty"])
+        except Exception:
+            for node in created:
+                removeNodeWithDependents(node)
+            raise
+        return SynthesisOutputs(nodes["synthetic"], nodes["subtraction"], nodes["uncertainty"], modelName, notes)
+
+    def process(self, t1, t2=None, adc=None, flair=None, mask=None, model: str | None = None, device: str = "auto",
+                overlap: float | None = None, uncertainty: bool = False, missingPolicy: str | None = None,
+                outputVolume=None, subtractionVolume=None, uncertaintyVolume=None, inProcess: bool = True,
+                onProgress: ProgressCallback | None = None, onLog: LogCallback | None = None) -> SynthesisOutputs:
+        """Synthesize and wait: the scripting entry point (``inProcess=False`` uses the background process)."""
+        inputNodes = self.collectInputs(t1, t2, adc, flair)
+        settings = SynthesisSettings(model=model, device=device, overlap=overlap, uncertainty=uncertainty, missingPolicy=missingPolicy)
+        outputs = {"synthetic": outputVolume, "subtraction": subtractionVolume, "uncertainty": uncertaintyVolume}
+        if inProcess:
+            return self.runInProcess(inputNodes, mask, settings, outputs, onProgress)
+        return self.start(inputNodes, mask, settings, outputs, onProgress, onLog).wait()

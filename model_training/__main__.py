@@ -1,0 +1,184 @@
+"""``python -m model_training`` / ``virtual-contrast-train``: phantoms, prepare, train, evaluate, export.
+
+Examples::
+
+    virtual-contrast-train make-phantoms --out data/phantoms --train 20 --val 4 --test 6 --spacing 2
+    virtual-contrast-train prepare data/phantoms/train --out data/cache/train --no-register
+    virtual-contrast-train train phantom_lite --out runs/lite --set data.train=data/cache/train --set data.val=data/cache/val
+    torchrun --nproc_per_node 4 -m model_training train final --out runs/final
+    virtual-contrast-train evaluate runs/a/model.pt runs/b/model.pt --data data/cache/test --table I --out results
+    virtual-contrast-train export runs/lite --out Resources/Models/phantom_lite.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from VirtualContrastLib import INTENDED_USE, MODALITIES
+from VirtualContrastLib.errors import VirtualContrastError
+
+PROG = "virtual-contrast-train"
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown modalities {unknown}; known: {', '.join(MODALITIES)}")
+    return names
+
+
+def cmd_make_phantoms(args: argparse.Namespace) -> int:
+    """Generate domain-randomized phantom cases into train/val/test folders with their seed ranges."""
+    from .phantoms import make_phantoms
+
+    record = make_phantoms(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed, args.spacing)
+    print(json.dumps(record["splits"], indent=2))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Prepare a dataset into a cache folder."""
+    from .datasets import list_cases
+    from .prepare import PrepareOptions, prepare_dataset
+
+    cases = list_cases(args.data, args.layout)
+    options = PrepareOptions(modalities=args.modalities, register=not args.no_register,
+                             normalization=json.loads(args.normalization) if args.normalization else None, dtype=args.dtype)
+    index = prepare_dataset(cases, args.out, options, progress=None if args.quiet else lambda c: print(f"preparing {c}", file=sys.stderr))
+    print(f"prepared {len(index['prepared'])} cases into {args.out}; skipped {len(index['skipped'])} (see {Path(args.out) / 'skipped.csv'})")
+    return 0 if index["prepared"] else 2
+
+
+def _load_train_config(args: argparse.Namespace) -> Any:
+    from .settings import load_config, parse_override, _merge
+
+    overrides: dict[str, Any] = {}
+    for text in args.set or []:
+        overrides = _merge(overrides, parse_override(text))
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a run."""
+    from .train import train
+
+    config = _load_train_config(args)
+    summary = train(config, args.out, resume=args.resume, device=args.device, stop_after_epoch=args.stop_after_epoch,
+                    progress=not args.quiet)
+    best = summary.get("best") or {}
+    print(f"{config.name}: {summary['epochs_done']} epochs in {summary['wall_time_s']} s; best epoch {best.get('epoch')} "
+          f"({best.get('metric')} {best.get('score', 'n/a')}); run folder {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate checkpoints and write the tables."""
+    from .evaluate import evaluate_checkpoints
+
+    result = evaluate_checkpoints(args.checkpoints, args.data, args.out, table=args.table,
+                                  labels=args.labels.split(",") if args.labels else None, reference=args.reference,
+                                  device=args.device, max_cases=args.max_cases, montage=not args.no_montage, tta=args.tta)
+    print((Path(args.out) / f"table_{args.table}.md").read_text())
+    print(f"{len(result['cases'])} cases; tables and montage in {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run's best model as an engine checkpoint."""
+    from .export import export_run
+
+    path, digest = export_run(args.run, args.out)
+    print(f"exported {path} (sha256 {digest})")
+    return 0
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    """Measure training slabs per second for a config."""
+    from .throughput import measure_throughput
+
+    config = _load_train_config(args)
+    print(json.dumps(measure_throughput(config, args.height, args.width, args.steps, device=args.device), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The training command line parser."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Train and evaluate VirtualContrast models. " + INTENDED_USE)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("make-phantoms", help="generate phantom train/val/test cases")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--train", type=int, default=20)
+    p.add_argument("--val", type=int, default=4)
+    p.add_argument("--test", type=int, default=6)
+    p.add_argument("--seed", type=int, default=1000, help="first seed; splits take consecutive seed ranges")
+    p.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size in mm")
+    p.set_defaults(func=cmd_make_phantoms)
+
+    p = sub.add_parser("prepare", help="register, resample, mask, normalize and cache a dataset")
+    p.add_argument("data", type=Path, help="folder of case folders, or a CSV manifest")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--layout", default="auto", help="auto, phantom, brats2023, brats2021, ucsf_pdgm or csv")
+    p.add_argument("--modalities", type=_modalities, default=MODALITIES, help="comma-separated inputs to cache (default: all found)")
+    p.add_argument("--no-register", action="store_true", help="skip rigid registration (data already co-registered, e.g. BraTS)")
+    p.add_argument("--normalization", help="normalization spec as JSON (default: brain_percentile 0.5/99.5)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    for name, func, text in (("train", cmd_train, "train a model"), ("throughput", cmd_throughput, "measure training slabs per second")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("config", help="config file or bundled config name (model_training/configs)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. data.train=cache/train")
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        if name == "train":
+            p.add_argument("--out", required=True, type=Path, help="run folder")
+            p.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
+            p.add_argument("--stop-after-epoch", type=int, default=None, help="stop once this many epochs are done")
+            p.add_argument("--quiet", action="store_true")
+        else:
+            p.add_argument("--height", type=int, default=256)
+            p.add_argument("--width", type=int, default=192)
+            p.add_argument("--steps", type=int, default=3)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help="evaluate checkpoints on a prepared test set")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data", required=True, type=Path, help="prepared test cache folder")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--table", default="I", help="I, II, III, V, fig7 or fig9")
+    p.add_argument("--labels", help="comma-separated model labels (default: run names)")
+    p.add_argument("--reference", help="label of the model the t-tests compare against (default: the first)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-cases", type=int)
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--no-montage", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a run's best model as an engine checkpoint")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the training command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VirtualContrastError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Evaluation: checkpoints over a prepared test set, the paper's tables and a Fig. 4-style montage.
+
+Every prediction goes through the engine (:func:`VirtualContrastLib.synthesis.synthesize`), exactly
+as a user would run it, and is scored with VC-Eval-1 (:mod:`VirtualContrastLib.metrics`): brain,
+whole tumour (labels > 0) and enhancing tumour (label 3) where labels exist. The identity floor
+(the pre-contrast T1 taken as the prediction) is scored on the same cases and shown beside the
+models. Tables give mean ± std over cases and a paired t-test of each model against the reference
+model (the first checkpoint unless ``reference`` names another).
+
+Table kinds (``--table``): ``I`` (brain MAE/PSNR/SSIM), ``II`` (brain and tumour), ``III`` (input
+sets), ``V`` (architecture ablations), ``fig7`` (local-loss weights λ1/λ3, read from each
+checkpoint's schedule), ``fig9`` (threshold δ, read from each checkpoint's loss settings).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.errors import InputError
+
+from .prepare import image_from_array, load_case, load_index
+
+IDENTITY = "identity (T1)"
+ENHANCING_LABEL = 3
+
+#: Columns (region, metric) of each table kind.
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "I": [("brain", "mae"), ("brain", "psnr"), ("brain", "ssim")],
+    "II": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr"), ("brain", "ssim")],
+    "III": [("brain", "psnr"), ("brain", "ssim"), ("tumour", "psnr")],
+    "V": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr")],
+    "fig7": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr")],
+    "fig9": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr")],
+}
+
+
+def regions_of(case: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Evaluation regions of a cached case: brain, and tumour/enhancing when labels exist."""
+    brain = case["mask"] > 0
+    regions = {"brain": brain}
+    if "labels" in case:
+        labels = case["labels"]
+        if (labels > 0).any():
+            regions["tumour"] = (labels > 0) & brain
+        if (labels == ENHANCING_LABEL).any():
+            regions["enhancing"] = (labels == ENHANCING_LABEL) & brain
+    return regions
+
+
+def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1c") -> dict[str, dict[str, float]]:
+    """VC-Eval-1 metrics ``{region: {metric: value}}`` of one prediction (z, y, x) on a cached case."""
+    from VirtualContrastLib import metrics
+
+    result = metrics.evaluate_case(prediction, case[f"raw_{target}"], case["mask"] > 0, regions=regions_of(case))
+    return {region: {metric: float(value) for metric, value in values.items()} for region, values in result.items() if isinstance(values, dict)}
+
+
+def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False) -> np.ndarray:
+    """The engine's prediction for a cached case, as an array on the case grid."""
+    from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
+
+    grid = {key: case[key] for key in ("spacing", "origin", "direction")}
+    missing = [m for m in model.config.inputs if f"raw_{m}" not in case]
+    if missing:
+        raise InputError(f"case {case.get('case_id', '?')} lacks {', '.join(missing)} needed by model {model.name}")
+    images = {m: image_from_array(case[f"raw_{m}"], grid) for m in model.config.inputs}
+    mask = image_from_array(case["mask"], grid)
+    result = synthesize(images, model, brain_mask=mask, options=SynthesisOptions(device=str(device), tta=tta))
+    return sitk.GetArrayFromImage(result.synthetic)
+
+
+def evaluate_network(network: Any, config: ModelConfig, cache_dir: str | Path, case_ids: Sequence[str],
+                     device: Any = "cpu", options: dict[str, Any] | None = None) -> list[dict[str, dict[str, float]]]:
+    """Score a live network (e.g. during training) on cached cases through the engine."""
+    from VirtualContrastLib.registry import LoadedModel
+
+    was_training = network.training
+    network.eval()
+    model = LoadedModel(name="validation", config=config, network=network, sha256="", path=Path(cache_dir))
+    try:
+        return [score(synthesize_case(model, case, str(device), bool((options or {}).get("tta"))), case, config.target)
+                for case in (load_case(cache_dir, case_id) for case_id in case_ids)]
+    finally:
+        network.train(was_training)
+
+
+def model_label(checkpoint: Any) -> str:
+    """A short label for a checkpoint: its run name, else its file name."""
+    return str(checkpoint.training.get("run") or Path(checkpoint.path).stem)
+
+
+def sweep_value(training: dict[str, Any], table: str) -> str:
+    """The swept setting of a run for Fig. 7 (λ1, λ3 of the last stage) or Fig. 9 (δ)."""
+    config = training.get("config", {})
+    if table == "fig7":
+        weights = (training.get("schedule") or config.get("schedule") or [{}])[-1].get("weights", [None, None, None])
+        return f"({weights[0]:g}, {weights[2]:g})"
+    if table == "fig9":
+        return f"{config.get('loss', {}).get('delta', 0.1):g}"
+    return ""
+
+
+def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, table: str = "I",
+                         labels: Sequence[str] | None = None, reference: str | None = None, device: str = "auto",
+                         max_cases: int | None = None, montage: bool = True, tta: bool = False) -> dict[str, Any]:
+    """Run checkpoints over a prepared test set and write the table (Markdown, CSV), per-case CSV and montage."""
+    from VirtualContrastLib.registry import load_model
+
+    if table not in TABLES:
+        raise InputError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = [load_model(str(path), device="cpu") for path in checkpoints]
+    names = list(labels) if labels else [model_label(m) for m in models]
+    if len(names) != len(models) or len(set(names)) != len(names):
+        raise InputError("give one distinct label per checkpoint")
+    for model, name in zip(models, names):
+        model.name = name
+    case_ids = [entry["case"] for entry in load_index(cache_dir)["prepared"]][: max_cases or None]
+    if not case_ids:
+        raise InputError(f"{cache_dir} holds no prepared cases")
+    results: dict[str, list[dict[str, dict[str, float]]]] = {IDENTITY: [], **{name: [] for name in names}}
+    first_case, first_predictions = None, {}
+    for case_id in case_ids:
+        case = load_case(cache_dir, case_id)
+        results[IDENTITY].append(score(case["raw_t1"], case))
+        for model, name in zip(models, names):
+            prediction = synthesize_case(model, case, device, tta)
+            results[name].append(score(prediction, case, model.config.target))
+            if first_case is None:
+                first_predictions[name] = prediction
+        if first_case is None:
+            first_case = case
+    reference = reference or names[0]
+    if reference not in names:
+        raise InputError(f"reference model {reference!r} is not among {names}")
+    sweep = {name: sweep_value(model.training, table) for model, name in zip(models, names)}
+    rows = table_rows(results, TABLES[table], reference, sweep)
+    write_table(rows, out_dir / f"table_{table}", title=f"Table {table}: {len(case_ids)} cases of {Path(cache_dir).name}, reference {reference}")
+    write_per_case(results, case_ids, out_dir / f"per_case_{table}.csv")
+    if table in ("fig7", "fig9"):
+        plot_sweep(rows, out_dir / f"{table}.png", xlabel="(λ1, λ3)" if table == "fig7" else "δ")
+    if montage:
+        write_montage(first_case, first_predictions, models[0].config.inputs, out_dir / "montage.png")
+    return {"rows": rows, "cases": case_ids, "out_dir": str(out_dir)}
+
+
+def table_rows(results: dict[str, list[dict[str, dict[str, float]]]], columns: list[tuple[str, str]], reference: str,
+               sweep: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per model (identity first): mean, std and paired-t-test p against ``reference`` per column."""
+    from VirtualContrastLib.metrics import paired_ttest
+
+    rows = []
+    for name, per_case in results.items():
+        row: dict[str, Any] = {"model": name, "setting": (sweep or {}).get(name, "")}
+        for region, metric in columns:
+            values = [c[region][metric] for c in per_case if region in c and metric in c[region]]
+            ref = [c[region][metric] for c in results[reference] if region in c and metric in c[region]]
+            key = f"{region}_{metric}"
+            row[f"{key}_mean"] = float(np.mean(values)) if values else float("nan")
+            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{key}_p"] = (float(paired_ttest(values, ref)[1]) if name != reference and len(values) == len(ref) and len(values) > 1 else float("nan"))
+        rows.append(row)
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
+    """Write ``stem.csv`` (all numbers) and ``stem.md`` (mean ± std, p vs reference)."""
+    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    columns = [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")]
+    with_setting = any(row["setting"] for row in rows)
+    header = ["Model", *(["Setting"] if with_setting else []), *(c.replace("_", " ") for c in columns)]
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["model"], *([row["setting"]] if with_setting else [])]
+        for column in columns:
+            mean, std, p = row[f"{column}_mean"], row[f"{column}_std"], row[f"{column}_p"]
+            digits = 3 if column.endswith(("mae", "ssim")) else 2
+            cell = "n/a" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
+            if not np.isnan(p):
+                cell += f" (p={p:.2g})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Mean ± std over cases (VC-Eval-1); p: paired t-test against the reference model. "
+              "'identity (T1)' is the floor: the normalized pre-contrast T1 taken as the prediction."]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def write_per_case(results: dict[str, list[dict[str, dict[str, float]]]], case_ids: Sequence[str], path: Path) -> None:
+    """Every metric of every case and model, one row per (model, case)."""
+    rows = []
+    for name, per_case in results.items():
+        for case_id, values in zip(case_ids, per_case):
+            rows.append({"model": name, "case": case_id, **{f"{r}_{m}": v for r, ms in values.items() for m, v in ms.items()}})
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:
+    """Grouped bars of brain / tumour PSNR per swept setting (Fig. 7 / Fig. 9 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [row for row in rows if row["model"] != IDENTITY]
+    series = [key[: -len("_mean")] for key in rows[0] if key.endswith("_mean")]
+    fig, ax = plt.subplots(figsize=(1.6 * len(models) + 2, 3.5))
+    width = 0.8 / len(series)
+    for offset, key in enumerate(series):
+        ax.bar(np.arange(len(models)) + offset * width, [row[f"{key}_mean"] for row in models], width,
+               yerr=[0 if np.isnan(row[f"{key}_std"]) else row[f"{key}_std"] for row in models], label=key.replace("_", " "))
+    ax.set_xticks(np.arange(len(models)) + width * (len(series) - 1) / 2)
+    ax.set_xticklabels([row["setting"] or row["model"] for row in models])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray], inputs: Sequence[str], path: Path) -> None:
+    """Fig. 4-style row: inputs, ground truth, each model, |last model − ground truth| (one axial slice)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from VirtualContrastLib.metrics import percentile_normalize
+
+    brain = case["mask"] > 0
+    enhancing = case["labels"] == ENHANCING_LABEL if "labels" in case else brain
+    counts = enhancing.reshape(enhancing.shape[0], -1).sum(axis=1)
+    z = int(np.argmax(counts)) if counts.any() else brain.shape[0] // 2
+    show = lambda array: percentile_normalize(array, brain)[z]  # noqa: E731
+    panels = [(m.upper(), show(case[f"raw_{m}"])) for m in inputs if f"raw_{m}" in case]
+    truth = show(case["raw_t1c"])
+    panels.append(("ground truth", truth))
+    panels += [(name, show(pred)) for name, pred in predictions.items()]
+    last = list(predictions)[-1]
+    panels.append((f"|{last} − GT|", np.abs(show(predictions[last]) - truth)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
+    for ax, (title, image) in zip(np.atleast_1d(axes), panels):
+        # Cached arrays are LPS (rows run anterior -> posterior): anterior is already up.
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"SYNTHETIC images (research use only): case {case.get('case_id', '')}, slice {z}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+

@@ -1,0 +1,105 @@
+"""The paper's training loss (section III-C) and two-stage schedule (section III-D).
+
+``L = λ1·MAE + λ2·(1 − SSIM) + λ3·L_local`` on normalized images in [0, 1]:
+
+- MAE: mean |Ŷ − Y| over every voxel of the slab.
+- SSIM: MONAI's ``SSIMLoss(spatial_dims=2, data_range=1)`` (Gaussian window 11, σ 1.5) applied to
+  each depth slice as a 2D image and averaged over slices and batch, i.e. the paper's
+  ``1/n Σ_i (1 − SSIM(Ŷ_i, Y_i))``. The authors' code used TF's multi-scale SSIM per slice; we
+  use single-scale SSIM, which also works on small in-plane crops.
+- Local loss: ``mean(|Ŷ − Y| · M)`` with ``M = (Y − X_T1 > δ)``. The mean runs over **all voxels
+  of the slab, not over |M|**: that is what the authors' code does (Keras ``K.mean`` of the masked
+  map), and the phase-2 weight λ3 = 10 was tuned for that normalisation, so we follow the code.
+  Optionally, as in the authors' code, differences above ``delta_max`` (likely misregistration)
+  are left out of M.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: Paper's threshold for the enhancement mask M.
+DEFAULT_DELTA = 0.1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the schedule: number of epochs, loss weights (λ1, λ2, λ3) and learning rate."""
+
+    epochs: int
+    weights: tuple[float, float, float]
+    lr: float
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Stage":
+        """Build from ``{"epochs": .., "weights": [λ1, λ2, λ3], "lr": ..}``."""
+        weights = tuple(float(w) for w in data["weights"])
+        if len(weights) != 3:
+            raise ValueError("a stage needs three loss weights [λ1, λ2, λ3]")
+        if int(data["epochs"]) < 1:
+            raise ValueError("a stage needs at least one epoch")
+        return cls(int(data["epochs"]), weights, float(data["lr"]))
+
+
+#: The paper's schedule: 40 epochs at (1, 1, 1) and lr 1e-4, then 10 at (0.1, 0.1, 10) and lr 1e-5.
+PAPER_SCHEDULE = (Stage(40, (1.0, 1.0, 1.0), 1e-4), Stage(10, (0.1, 0.1, 10.0), 1e-5))
+
+
+def stage_at(stages: tuple[Stage, ...] | list[Stage], epoch: int) -> tuple[int, Stage]:
+    """Index and stage that 0-based ``epoch`` belongs to."""
+    start = 0
+    for index, stage in enumerate(stages):
+        if epoch < start + stage.epochs:
+            return index, stage
+        start += stage.epochs
+    raise ValueError(f"epoch {epoch} is past the end of the schedule ({start} epochs)")
+
+
+def total_epochs(stages: tuple[Stage, ...] | list[Stage]) -> int:
+    """Number of epochs in the whole schedule."""
+    return sum(stage.epochs for stage in stages)
+
+
+def enhancement_mask(target: torch.Tensor, t1: torch.Tensor, delta: float = DEFAULT_DELTA, delta_max: float | None = None) -> torch.Tensor:
+    """Binary mask M = (Y − X_T1 > δ) (and ≤ ``delta_max`` when given), as float."""
+    difference = target - t1
+    mask = difference > delta
+    if delta_max is not None:
+        mask &= difference <= delta_max
+    return mask.to(target.dtype)
+
+
+class VirtualContrastLoss(nn.Module):
+    """λ1·MAE + λ2·SSIM loss (2D per slice) + λ3·local loss; ``weights`` is set per stage."""
+
+    def __init__(self, weights: tuple[float, float, float] = (1.0, 1.0, 1.0), delta: float = DEFAULT_DELTA, delta_max: float | None = None) -> None:
+        super().__init__()
+        from monai.losses import SSIMLoss
+
+        self.weights = tuple(weights)
+        self.delta = delta
+        self.delta_max = delta_max
+        self.ssim = SSIMLoss(spatial_dims=2, data_range=1.0)
+
+    def terms(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unweighted terms for tensors (B, 1, D, H, W): ``mae``, ``ssim``, ``local``."""
+        prediction = prediction.float()
+        target = target.float()
+        error = (prediction - target).abs()
+        mask = enhancement_mask(target, t1.float(), self.delta, self.delta_max)
+        # SSIM on each depth slice as its own 2D image: (B, 1, D, H, W) -> (B·D, 1, H, W).
+        slices = lambda x: x.transpose(1, 2).reshape(-1, 1, *x.shape[-2:])  # noqa: E731
+        return {
+            "mae": error.mean(),
+            "ssim": self.ssim(slices(prediction), slices(target)),
+            "local": (error * mask).mean(),
+        }
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted total and the unweighted terms."""
+        terms = self.terms(prediction, target, t1)
+        total = self.weights[0] * terms["mae"] + self.weights[1] * terms["ssim"] + self.weights[2] * terms["local"]
+        return total, terms

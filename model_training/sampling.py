@@ -1,0 +1,139 @@
+"""Random training slabs from prepared cases, as the paper samples them.
+
+Each item is one ``slab_depth``-slice axial slab over the full in-plane extent (paper: 3×256×192),
+zero-padded in-plane to a size shared by all cases and divisible by the network's multiple.
+Options: an in-plane random crop, over-sampling of slabs that contain enhancement
+(Y − X_T1 > δ inside the brain), and augmentation (in-plane flips, small intensity scale/shift of
+the inputs) — both off by default, as in the paper. Slab starts only cover slabs that touch the
+brain (the paper drops the empty top and bottom slices) and include the last possible start.
+
+Draws depend only on (seed, epoch, index), so the dataset is a plain map-style dataset: it works
+with any ``DataLoader``, with worker processes and with ``DistributedSampler``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.errors import MissingModalityError
+
+from .losses import DEFAULT_DELTA
+
+
+@dataclass
+class SamplingOptions:
+    """How slabs are drawn; the defaults match the paper (no crop, no over-sampling, no augmentation)."""
+
+    slabs_per_epoch: int = 2000
+    crop: tuple[int, int] | None = None
+    enhancement_fraction: float = 0.0
+    min_enhancing_voxels: int = 20
+    augment: bool = False
+    delta: float = DEFAULT_DELTA
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SamplingOptions":
+        """Build from a config's ``sampling`` section, ignoring the keys the loop itself uses."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("crop") is not None:
+            known["crop"] = tuple(int(v) for v in known["crop"])
+        return cls(**known)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class SlabDataset(Dataset):
+    """Map-style dataset of random slabs; call :meth:`set_epoch` to draw new slabs each epoch."""
+
+    def __init__(self, cases: list[dict[str, np.ndarray]], config: ModelConfig, options: SamplingOptions, multiple: int, seed: int = 0) -> None:
+        if not cases:
+            raise ValueError("no training cases")
+        self.config = config
+        self.options = options
+        self.seed = seed
+        self.epoch = 0
+        self.depth = config.slab_depth
+        self.cases = []
+        for index, case in enumerate(cases):
+            missing = [m for m in [*config.inputs, config.target, "t1"] if f"norm_{m}" not in case]
+            if missing:
+                raise MissingModalityError(f"training case {case.get('case_id', index)} lacks {', '.join(missing)} (re-run 'prepare' with these modalities)")
+            if case["mask"].shape[0] < self.depth:
+                raise ValueError(f"a case has {case['mask'].shape[0]} slices, fewer than the slab depth {self.depth}")
+            mask = case["mask"].astype(bool)
+            target = case[f"norm_{config.target}"]
+            t1 = case["norm_t1"]
+            enhancing = ((target.astype(np.float32) - t1.astype(np.float32)) > options.delta) & mask
+            per_slice_brain = mask.reshape(mask.shape[0], -1).any(axis=1)
+            per_slice_enh = enhancing.reshape(mask.shape[0], -1).sum(axis=1)
+            starts = np.arange(mask.shape[0] - self.depth + 1)
+            valid = np.array([s for s in starts if per_slice_brain[s:s + self.depth].any()])
+            rich = np.array([s for s in valid if per_slice_enh[s:s + self.depth].sum() >= options.min_enhancing_voxels])
+            self.cases.append({
+                "inputs": np.stack([case[f"norm_{m}"] for m in config.inputs]),
+                "target": target,
+                "t1": t1,
+                "mask": case["mask"],
+                "valid": valid,
+                "enhancing": rich,
+            })
+        if options.crop is not None:
+            self.shape = tuple(_round_up(c, multiple) for c in options.crop)
+        else:
+            self.shape = tuple(_round_up(max(c["mask"].shape[axis] for c in self.cases), multiple) for axis in (1, 2))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the slabs drawn in ``epoch`` (same for every rank and worker)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.options.slabs_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        if len(case["enhancing"]) and rng.random() < self.options.enhancement_fraction:
+            start = int(rng.choice(case["enhancing"]))
+        else:
+            start = int(rng.choice(case["valid"]))
+        z = slice(start, start + self.depth)
+        height, width = case["mask"].shape[1:]
+        y0 = int(rng.integers(max(height - self.shape[0], 0) + 1)) if self.options.crop else 0
+        x0 = int(rng.integers(max(width - self.shape[1], 0) + 1)) if self.options.crop else 0
+        region = (z, slice(y0, y0 + self.shape[0]), slice(x0, x0 + self.shape[1]))
+        arrays = {
+            "inputs": case["inputs"][(slice(None), *region)],
+            "target": case["target"][region][None],
+            "t1": case["t1"][region][None],
+            "mask": case["mask"][region][None],
+        }
+        out = {}
+        for key, array in arrays.items():
+            padded = np.zeros((array.shape[0], array.shape[1], *self.shape), dtype=np.float32)
+            padded[:, :, : array.shape[2], : array.shape[3]] = array
+            out[key] = padded
+        if self.options.augment:
+            out = self._augment(out, rng)
+        return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in out.items()}
+
+    @staticmethod
+    def _augment(slab: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """In-plane flips of everything; a small scale/shift of each input channel inside the brain."""
+        for axis in (2, 3):
+            if rng.random() < 0.5:
+                slab = {key: np.flip(value, axis=axis) for key, value in slab.items()}
+        inside = slab["mask"] > 0
+        inputs = slab["inputs"].copy()
+        for channel in range(inputs.shape[0]):
+            scaled = inputs[channel] * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)
+            inputs[channel] = np.where(inside[0], np.clip(scaled, 0.0, 1.0), 0.0)
+        slab["inputs"] = inputs
+        return slab

@@ -1,0 +1,367 @@
+"""The training loop: schedule stages, mixed precision, DDP, validation, resume and logging.
+
+Run as ``python -m model_training train CONFIG --out RUN_DIR`` (one process) or through
+``torchrun --nproc_per_node N -m model_training train ...`` for several GPUs or nodes
+(DistributedDataParallel; NCCL on GPUs, gloo on CPUs). ``batch_size`` is per process, as the
+paper's "batch 3" was per GPU.
+
+A run folder holds: ``state.pt`` (the training state after the last finished epoch: model,
+optimizer, GradScaler, epoch, RNG, history — written with
+:func:`VirtualContrastLib.checkpoints.save_checkpoint`, so it is read back with
+``torch.load(weights_only=True)``), ``best.pt`` (an engine checkpoint of the epoch with the best
+validation brain PSNR), ``log.csv`` (one row per epoch), ``steps.csv`` (one row per step),
+``tb/`` (TensorBoard) and ``train_config.json``.
+
+Validation runs each epoch (or every ``validation.every`` epochs) on whole validation volumes
+through the engine's own inference path (:func:`VirtualContrastLib.synthesis.synthesize`) and
+scores them with VC-Eval-1 (:func:`VirtualContrastLib.metrics.evaluate_case`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
+from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.networks import build_network, in_plane_multiple
+
+from .losses import VirtualContrastLoss, stage_at, total_epochs
+from .prepare import load_case, load_index
+from .sampling import SlabDataset
+from .settings import TrainConfig
+
+STATE_NAME = "state.pt"
+BEST_NAME = "best.pt"
+SELECTION_METRIC = ("brain", "psnr")
+
+
+def export_config(config: TrainConfig) -> ModelConfig:
+    """The model config a checkpoint carries: the training one without training-only options."""
+    data = config.model.to_dict()
+    data["arch_kwargs"] = {k: v for k, v in data["arch_kwargs"].items() if k != "checkpointing"}
+    return ModelConfig.from_dict(data)
+
+
+def _training_model_config(config: TrainConfig) -> ModelConfig:
+    data = export_config(config).to_dict()
+    if config.gradient_checkpointing:
+        data["arch_kwargs"]["checkpointing"] = True
+    return ModelConfig.from_dict(data)
+
+
+def split_cases(config: TrainConfig) -> tuple[tuple[Path, list[str]], tuple[Path, list[str]] | None]:
+    """(train cache, case ids) and (validation cache, case ids) or None, from the ``data`` section."""
+    if "train" not in config.data:
+        raise InputError("the config's data section needs a 'train' cache folder (see 'prepare')")
+    train_dir = Path(config.data["train"])
+    train_ids = [entry["case"] for entry in load_index(train_dir)["prepared"]]
+    if not train_ids:
+        raise InputError(f"{train_dir} holds no prepared cases")
+    if config.data.get("val"):
+        val_dir = Path(config.data["val"])
+        val = (val_dir, [entry["case"] for entry in load_index(val_dir)["prepared"]])
+    elif config.data.get("val_fraction"):
+        order = np.random.default_rng(config.seed).permutation(len(train_ids))
+        count = max(1, int(round(len(train_ids) * float(config.data["val_fraction"]))))
+        if count >= len(train_ids):
+            raise InputError("val_fraction leaves no training cases")
+        val = (train_dir, [train_ids[i] for i in sorted(order[:count])])
+        train_ids = [train_ids[i] for i in sorted(order[count:])]
+    else:
+        val = None
+    if val is not None and config.data.get("max_val_cases"):
+        val = (val[0], val[1][: int(config.data["max_val_cases"])])
+    return (train_dir, train_ids), val
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting on a device (None = fp32)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def hardware_summary(device: torch.device, world_size: int) -> dict[str, Any]:
+    """What the run ran on, for the training summary."""
+    summary = {"device": str(device), "world_size": world_size, "torch": torch.__version__,
+               "python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    if device.type == "cuda":
+        summary["gpu"] = torch.cuda.get_device_name(device)
+    return summary
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """One training run: the network, optimizer, loss and data, on one process of a (DDP) group."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, device: str | torch.device | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend)
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        if device is None or device == "auto":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+
+        self.network = build_network(_training_model_config(config)).to(self.device)
+        self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+        self.network = self.network.to(memory_format=self.memory_format)
+        self.model = DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.distributed else self.network
+        self.amp_dtype = amp_dtype(config.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.loss = VirtualContrastLoss(config.stages[0].weights, config.delta, config.delta_max).to(self.device)
+        self.optimizer = self._new_optimizer(config.stages[0].lr)
+        self.epoch = 0
+        self.stage_index = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.wall_time = 0.0
+        self.step_log: list[dict[str, Any]] = []
+
+    def _new_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.network.parameters(), lr=lr, betas=self.config.betas)
+
+    # -- one step ------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on a batch; returns the total loss and its unweighted terms."""
+        self.model.train()
+        inputs = batch["inputs"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        target = batch["target"].to(self.device, non_blocking=True)
+        t1 = batch["t1"].to(self.device, non_blocking=True)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+        with autocast:
+            prediction = self.model(inputs)
+        # The loss runs in fp32: SSIM's variance terms lose too much in half precision.
+        total, terms = self.loss(prediction.float(), target, t1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+    def _enter_stage(self, epoch: int) -> None:
+        index, stage = stage_at(self.config.stages, epoch)
+        if index != self.stage_index and self.config.reset_between_stages:
+            self.optimizer = self._new_optimizer(stage.lr)
+        self.stage_index = index
+        self.loss.weights = stage.weights
+        for group in self.optimizer.param_groups:
+            group["lr"] = stage.lr
+
+    # -- data ----------------------------------------------------------------------------
+    def _loader(self) -> tuple[SlabDataset, DataLoader, DistributedSampler | None]:
+        (train_dir, train_ids), _ = split_cases(self.config)
+        cases = [load_case(train_dir, case_id) for case_id in train_ids]
+        dataset = SlabDataset(cases, self.config.model, self.config.sampling, in_plane_multiple(self.config.model), seed=self.config.seed)
+        sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False, drop_last=True) if self.distributed else None
+        loader = DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, shuffle=False, drop_last=True,
+                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=self.config.num_workers > 0)
+        return dataset, loader, sampler
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """VC-Eval-1 means over the validation volumes, through the engine's synthesis."""
+        from .evaluate import evaluate_network
+
+        _, val = split_cases(self.config)
+        if val is None:
+            return {}
+        val_dir, ids = val
+        options = {"tta": bool(self.config.validation.get("tta", False))}
+        per_case = evaluate_network(self.network, export_config(self.config), val_dir, ids, device=self.device, options=options)
+        return _mean_metrics(per_case)
+
+    # -- state ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The training summary stored in checkpoints (data, seeds, schedule, metrics, time, hardware)."""
+        (train_dir, train_ids), val = split_cases(self.config)
+        return {
+            "run": self.config.name,
+            "config": self.config.raw,
+            "data": {"train": str(train_dir), "train_cases": train_ids,
+                     "val": str(val[0]) if val else None, "val_cases": val[1] if val else []},
+            "seed": self.config.seed,
+            "schedule": [{"epochs": s.epochs, "weights": list(s.weights), "lr": s.lr} for s in self.config.stages],
+            "epochs_done": self.epoch,
+            "best": self.best,
+            "history": self.history,
+            "wall_time_s": round(self.wall_time, 1),
+            "hardware": hardware_summary(self.device, self.world_size),
+        }
+
+    def save_state(self) -> None:
+        """Write ``state.pt`` (rank 0 only)."""
+        training = {
+            "kind": "training-state",
+            "epoch": self.epoch,
+            "stage_index": self.stage_index,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "best": self.best,
+            "history": self.history,
+            "wall_time_s": self.wall_time,
+        }
+        save_checkpoint(self.out_dir / STATE_NAME, _training_model_config(self.config), self.network.state_dict(), training)
+
+    def load_state(self, path: str | Path) -> None:
+        """Resume from a ``state.pt`` written by :meth:`save_state`."""
+        checkpoint = load_checkpoint(path)
+        state = checkpoint.training
+        if state.get("kind") != "training-state":
+            raise InputError(f"{Path(path).name} is not a training state (use the run folder's {STATE_NAME})")
+        if checkpoint.config.to_dict() != _training_model_config(self.config).to_dict():
+            raise InputError(f"{Path(path).name} was trained with another model configuration than {self.config.name!r}")
+        self.network.load_state_dict(checkpoint.state_dict)
+        self.epoch = int(state["epoch"])
+        self.stage_index = int(state["stage_index"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.best = state.get("best")
+        self.history = list(state.get("history", []))
+        self.wall_time = float(state.get("wall_time_s", 0.0))
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
+        """Train until the schedule ends (or ``stop_after_epoch`` epochs are done); returns the summary."""
+        from tqdm.auto import tqdm
+
+        dataset, loader, sampler = self._loader()
+        main = self.rank == 0
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "train_config.json").write_text(json.dumps(self.config.raw, indent=2))
+            writer = SummaryWriter(str(self.out_dir / "tb"))
+        end = total_epochs(self.config.stages) if stop_after_epoch is None else min(stop_after_epoch, total_epochs(self.config.stages))
+        every = int(self.config.validation.get("every", 1))
+        while self.epoch < end:
+            start = time.perf_counter()
+            self._enter_stage(self.epoch)
+            dataset.set_epoch(self.epoch)
+            if sampler is not None:
+                sampler.set_epoch(self.epoch)
+            sums: dict[str, float] = {}
+            bar = tqdm(loader, desc=f"{self.config.name} epoch {self.epoch + 1}/{end}", disable=not (self.progress and main), leave=False)
+            for step, batch in enumerate(bar):
+                values = self.train_step(batch)
+                for key, value in values.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                if main:
+                    global_step = self.epoch * len(loader) + step
+                    self.step_log.append({"epoch": self.epoch, "step": global_step, **values})
+                    writer.add_scalar("train/loss_step", values["loss"], global_step)
+            row: dict[str, Any] = {"epoch": self.epoch + 1, "stage": self.stage_index + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                                   **{f"train_{k}": v / max(len(loader), 1) for k, v in sums.items()}}
+            self.epoch += 1
+            if self.distributed:
+                self._broadcast_buffers()
+            if main and (self.epoch % every == 0 or self.epoch == end):
+                row.update(self.validate())
+            self.wall_time += time.perf_counter() - start
+            row["seconds"] = round(time.perf_counter() - start, 2)
+            if main:
+                self._record(row, writer)
+            if self.distributed:
+                dist.barrier()
+        if writer is not None:
+            writer.close()
+        return self.summary()
+
+    def _broadcast_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics (DDP syncs buffers only before a forward)."""
+        for buffer in self.network.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+    def _record(self, row: dict[str, Any], writer: Any) -> None:
+        self.history.append(row)
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+        score = row.get(f"val_{SELECTION_METRIC[0]}_{SELECTION_METRIC[1]}")
+        # Without validation scores the latest epoch is kept; a scored epoch only yields to a better score.
+        if self.best is None or (score is not None and score > self.best.get("score", -np.inf)) or (score is None and "score" not in self.best):
+            self.best = {"epoch": row["epoch"], "metric": "_".join(SELECTION_METRIC), **({"score": score} if score is not None else {}),
+                         "validation": {k: v for k, v in row.items() if k.startswith("val_")}}
+            save_checkpoint(self.out_dir / BEST_NAME, export_config(self.config), self.network.state_dict(), self.summary())
+        self.save_state()
+        _write_csv(self.out_dir / "log.csv", self.history)
+        with open(self.out_dir / "steps.csv", "a", newline="") as handle:
+            writer_csv = csv.DictWriter(handle, fieldnames=list(self.step_log[0]) if self.step_log else ["epoch"])
+            if handle.tell() == 0:
+                writer_csv.writeheader()
+            writer_csv.writerows(self.step_log)
+        self.step_log = []
+
+
+def _mean_metrics(per_case: list[dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Mean of every region/metric over cases, keyed ``val_<region>_<metric>``."""
+    keys = sorted({(region, metric) for case in per_case for region, values in case.items() for metric in values})
+    return {f"val_{region}_{metric}": float(np.mean([case[region][metric] for case in per_case if region in case and metric in case[region]]))
+            for region, metric in keys}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, device: str | None = None,
+          stop_after_epoch: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir``; with ``resume`` continue from ``out_dir/state.pt``."""
+    trainer = Trainer(config, out_dir, device=device, progress=progress)
+    if resume:
+        state = Path(out_dir) / STATE_NAME
+        if not state.is_file():
+            raise InputError(f"nothing to resume: {state} does not exist")
+        trainer.load_state(state)
+    try:
+        return trainer.fit(stop_after_epoch=stop_after_epoch)
+    finally:
+        if trainer.distributed and dist.is_initialized():
+            dist.destroy_process_group()
