@@ -29,8 +29,21 @@ from VirtualContrastLib.synthesis import (
 FP32 = dict(device="cpu", precision="fp32")
 
 
+def calibrate(network: torch.nn.Module, channels: int, seed: int = 0) -> torch.nn.Module:
+    """Rescale the last (linear) convolution so random-weight outputs spread over (0, 1) instead of
+    sitting at one value that the [0, 1] clamp would flatten (which would make the tests blind)."""
+    last = [m for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Conv2d))][-1]
+    probe = torch.rand(2, channels, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        out = network(probe)
+        scale = 0.15 / float(out.std())
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_(0.5 - float(out.mean()) * scale)
+    return network
+
+
 def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, seed=0) -> LoadedModel:
-    """A random width-4 network in eval mode with non-trivial BatchNorm statistics."""
+    """A random width-4 network in eval mode with non-trivial BatchNorm statistics and outputs in (0, 1)."""
     torch.manual_seed(seed)
     config = ModelConfig(architecture=architecture, arch_kwargs={"width": 4}, inputs=list(inputs), slab_depth=slab_depth)
     network = build_network(config)
@@ -38,7 +51,8 @@ def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, s
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
-    return LoadedModel(name=f"tiny-{architecture}", config=config, network=network.eval(), sha256="", path=Path("tiny.pt"))
+    network = calibrate(network.eval(), len(inputs), seed)
+    return LoadedModel(name=f"tiny-{architecture}", config=config, network=network, sha256="", path=Path("tiny.pt"))
 
 
 def rotation(degrees) -> tuple[float, ...]:
@@ -171,7 +185,8 @@ def test_missing_input_policies(tmp_path, monkeypatch):
         synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32))
 
     aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
-    digest = save_checkpoint(folder / "aux.pt", aux_config, build_network(aux_config).state_dict())
+    aux_network = calibrate(build_network(aux_config).eval(), 1)
+    digest = save_checkpoint(folder / "aux.pt", aux_config, aux_network.state_dict())
     entry = {"name": "t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"], "output": "t2", "role": "auxiliary"}
     (folder / "models.json").write_text(json.dumps({"models": [entry]}))
     seen = []

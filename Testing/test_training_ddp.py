@@ -8,12 +8,15 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from model_training.settings import load_config
 from model_training.train import Trainer
+
+pytestmark = pytest.mark.slow
 
 
 def _write_cache(folder: Path) -> None:

@@ -27,30 +27,24 @@ from VirtualContrastLib.errors import InputError
 from .prepare import image_from_array, load_case, load_index
 
 IDENTITY = "identity (T1)"
-ENHANCING_LABEL = 3
+BRAIN, TUMOUR, ENHANCING = "brain", "whole_tumour", "enhancing_tumour"
 
-#: Columns (region, metric) of each table kind.
+#: Columns (region, metric) of each table kind; "ssim_2d" is the paper's per-slice SSIM.
 TABLES: dict[str, list[tuple[str, str]]] = {
-    "I": [("brain", "mae"), ("brain", "psnr"), ("brain", "ssim")],
-    "II": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr"), ("brain", "ssim")],
-    "III": [("brain", "psnr"), ("brain", "ssim"), ("tumour", "psnr")],
-    "V": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr")],
-    "fig7": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr")],
-    "fig9": [("brain", "psnr"), ("tumour", "psnr"), ("enhancing", "psnr")],
+    "I": [(BRAIN, "mae"), (BRAIN, "psnr"), (BRAIN, "ssim_2d"), (BRAIN, "ssim_3d")],
+    "II": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr"), (BRAIN, "ssim_2d")],
+    "III": [(BRAIN, "psnr"), (BRAIN, "ssim_2d"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
+    "V": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
+    "fig7": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
+    "fig9": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
 }
 
 
 def regions_of(case: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Evaluation regions of a cached case: brain, and tumour/enhancing when labels exist."""
-    brain = case["mask"] > 0
-    regions = {"brain": brain}
-    if "labels" in case:
-        labels = case["labels"]
-        if (labels > 0).any():
-            regions["tumour"] = (labels > 0) & brain
-        if (labels == ENHANCING_LABEL).any():
-            regions["enhancing"] = (labels == ENHANCING_LABEL) & brain
-    return regions
+    """Tumour regions of a cached case (whole and enhancing tumour) when it has labels."""
+    from VirtualContrastLib.metrics import brats_regions
+
+    return brats_regions(case["labels"]) if "labels" in case else {}
 
 
 def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1c") -> dict[str, dict[str, float]]:
@@ -58,7 +52,8 @@ def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1
     from VirtualContrastLib import metrics
 
     result = metrics.evaluate_case(prediction, case[f"raw_{target}"], case["mask"] > 0, regions=regions_of(case))
-    return {region: {metric: float(value) for metric, value in values.items()} for region, values in result.items() if isinstance(values, dict)}
+    return {region: {metric: float(value) for metric, value in values.items() if metric != "voxels"}
+            for region, values in result.items() if values.get("voxels", 1) > 0}
 
 
 def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False) -> np.ndarray:
@@ -154,18 +149,17 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
 def table_rows(results: dict[str, list[dict[str, dict[str, float]]]], columns: list[tuple[str, str]], reference: str,
                sweep: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per model (identity first): mean, std and paired-t-test p against ``reference`` per column."""
-    from VirtualContrastLib.metrics import paired_ttest
+    from VirtualContrastLib.metrics import paired_ttest, summarize
 
     rows = []
     for name, per_case in results.items():
         row: dict[str, Any] = {"model": name, "setting": (sweep or {}).get(name, "")}
         for region, metric in columns:
-            values = [c[region][metric] for c in per_case if region in c and metric in c[region]]
-            ref = [c[region][metric] for c in results[reference] if region in c and metric in c[region]]
+            values = [c.get(region, {}).get(metric, np.nan) for c in per_case]
+            ref = [c.get(region, {}).get(metric, np.nan) for c in results[reference]]
             key = f"{region}_{metric}"
-            row[f"{key}_mean"] = float(np.mean(values)) if values else float("nan")
-            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-            row[f"{key}_p"] = (float(paired_ttest(values, ref)[1]) if name != reference and len(values) == len(ref) and len(values) > 1 else float("nan"))
+            row[f"{key}_mean"], row[f"{key}_std"] = summarize(values)
+            row[f"{key}_p"] = float(paired_ttest(values, ref)[1]) if name != reference else float("nan")
         rows.append(row)
     return rows
 
@@ -242,7 +236,7 @@ def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray
     from VirtualContrastLib.metrics import percentile_normalize
 
     brain = case["mask"] > 0
-    enhancing = case["labels"] == ENHANCING_LABEL if "labels" in case else brain
+    enhancing = regions_of(case).get(ENHANCING, brain)
     counts = enhancing.reshape(enhancing.shape[0], -1).sum(axis=1)
     z = int(np.argmax(counts)) if counts.any() else brain.shape[0] // 2
     show = lambda array: percentile_normalize(array, brain)[z]  # noqa: E731

@@ -99,7 +99,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def hardware_summary(device: torch.device, world_size: int) -> dict[str, Any]:
     """What the run ran on, for the training summary."""
-    summary = {"device": str(device), "world_size": world_size, "torch": torch.__version__,
+    summary = {"device": str(device), "world_size": world_size, "torch": str(torch.__version__),
                "python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
     if device.type == "cuda":
         summary["gpu"] = torch.cuda.get_device_name(device)
@@ -339,7 +339,9 @@ class Trainer:
 def _mean_metrics(per_case: list[dict[str, dict[str, float]]]) -> dict[str, float]:
     """Mean of every region/metric over cases, keyed ``val_<region>_<metric>``."""
     keys = sorted({(region, metric) for case in per_case for region, values in case.items() for metric in values})
-    return {f"val_{region}_{metric}": float(np.mean([case[region][metric] for case in per_case if region in case and metric in case[region]]))
+    from VirtualContrastLib.metrics import summarize
+
+    return {f"val_{region}_{metric}": summarize([case.get(region, {}).get(metric, np.nan) for case in per_case])[0]
             for region, metric in keys}
 
 

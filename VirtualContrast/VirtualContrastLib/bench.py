@@ -38,6 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _peak_memory_mb(device: Any) -> float:
     import torch
 
@@ -84,7 +95,10 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
     from .errors import InputError
     from .networks import build_network, count_flops, count_parameters
     from .registry import LoadedModel, resolve_device
-    from .synthesis import DEFAULT_BATCH, DEFAULT_OVERLAP, SynthesisOptions, count_slabs, predict_volume, resolve_precision
+    from .synthesis import (
+        DEFAULT_BATCH, DEFAULT_OVERLAP, SynthesisOptions, count_slabs, cpu_supports_bf16, place_network, predict_volume,
+        resolve_precision,
+    )
 
     if slabs < 1:
         raise InputError("--slabs must be >= 1")
@@ -97,6 +111,7 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
     slab_shape = (1, n_inputs, config.slab_depth, *VOLUME_SHAPE[1:])
     flops_per_slab = count_flops(meta_network, slab_shape)
     model = LoadedModel(name=f"{variant}-w{width}", config=config, network=build_network(config).eval(), sha256="", path=Path("."))
+    channels_last = place_network(model.network, target)
     options = SynthesisOptions(device=str(target), precision=precision)
     if target.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target)
@@ -118,9 +133,9 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
     conv_rate = conv_flops / conv_seconds
     return {
         "variant": variant, "width": width, "inputs": n_inputs, "parameters": count_parameters(meta_network),
-        "device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else platform.processor() or platform.machine(),
+        "device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision, "batch_size": batch,
-        "layout": "channels_last_3d" if target.type == "cpu" else "contiguous",
+        "layout": "channels_last_3d" if channels_last else "contiguous", "cpu_bf16": cpu_supports_bf16(),
         "slab_shape": list(slab_shape[2:]), "slabs_timed": timed, "seconds_per_slab": seconds_per_slab,
         "volume_shape": list(VOLUME_SHAPE), "overlap": DEFAULT_OVERLAP, "slabs_per_volume": volume_slabs,
         "seconds_per_volume": seconds_per_slab * volume_slabs, "seconds_per_volume_is": f"extrapolated from {timed} timed slabs",

@@ -1,8 +1,9 @@
 """``virtual-contrast demo``: a phantom case, synthesized and scored, in one command.
 
 Generates a physics-phantom case (1 mm, with thick-slice T2/ADC/FLAIR like a clinical protocol),
-synthesizes a CE-T1 with the default bundled model, and writes the inputs, the synthetic CE-T1,
-the subtraction map, a PNG montage and the VC-Eval-1 metrics (with the identity floor) to a folder.
+synthesizes a CE-T1 with the default bundled model, and writes the inputs (BraTS-style, via
+``phantom.write_case``), the synthetic CE-T1, the subtraction map, a PNG montage and the VC-Eval-1
+metrics (with the identity floor) to ``<out>/phantom-<seed>/``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from . import INTENDED_USE
 #: Phantom options the demo asks for: clinical-like thick slices for T2, ADC and FLAIR.
 PHANTOM_OPTIONS: dict[str, Any] = {"thick_slices": True}
 
-#: Files written for the inputs and the ground truth (BraTS-style names).
-INPUT_FILES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "t1c": "t1c-ground-truth"}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
@@ -32,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     parser.add_argument("--model", help="bundled model name or checkpoint (default: the bundled model for T1+T2+ADC+FLAIR)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--spacing", type=float, default=1.0, help="phantom T1 voxel size in mm (default 1; 2-3 for a quick look)")
     parser.set_defaults(func=run)
 
 
@@ -67,28 +66,26 @@ def run(args: argparse.Namespace) -> int:
     """``virtual-contrast demo``."""
     import SimpleITK as sitk
 
+    from .errors import InputError
     from .imageio import write_image
-    from .metrics import evaluate_case
-    from .phantom import generate_case
+    from .metrics import brats_regions, evaluate_case
+    from .phantom import generate_case, write_case
+    from .preprocessing import resample_to_reference
     from .registry import default_model_for, load_model
     from .synthesis import SynthesisOptions, synthesize
 
+    if not 0.5 <= args.spacing <= 6.0:
+        raise InputError("--spacing must be between 0.5 and 6 mm")
     start = time.perf_counter()
     name = args.model or default_model_for(["t1", "t2", "adc", "flair"]).name
     model = load_model(name, device=args.device)
     print(f"model: {model.name} (inputs {'+'.join(m.upper() for m in model.config.inputs)})")
-    case = generate_case(args.seed, spacing=1.0, **PHANTOM_OPTIONS)
+    case = generate_case(args.seed, spacing=args.spacing, **PHANTOM_OPTIONS)
     inputs = {m: case.images[m] for m in ("t1", "t2", "adc", "flair")}
     result = synthesize(inputs, model, brain_mask=case.brain_mask, options=SynthesisOptions(device=args.device))
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     case_id = f"phantom-{args.seed:04d}"
-    for modality, suffix in INPUT_FILES.items():
-        write_image(case.images[modality], out / f"{case_id}-{suffix}.nii.gz", synthetic=False,
-                    description=f"VirtualContrast physics phantom (simulated) {modality.upper()}")
-    write_image(case.seg, out / f"{case_id}-seg.nii.gz", synthetic=False, description="VirtualContrast phantom labels")
-    write_image(case.brain_mask, out / f"{case_id}-brainmask.nii.gz", synthetic=False, description="VirtualContrast phantom brain mask")
+    out = write_case(case, args.out, case_id)["t1"].parent
     synthetic_path = write_image(result.synthetic, out / f"{case_id}-t1c-synthetic.nii.gz")
     subtraction_path = write_image(result.subtraction, out / f"{case_id}-subtraction.nii.gz",
                                    description="SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only")
@@ -97,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
     mask = sitk.GetArrayFromImage(case.brain_mask) > 0
     seg = sitk.GetArrayFromImage(case.seg)
     synthetic = sitk.GetArrayFromImage(result.synthetic)
-    regions = {"brain": mask, "enhancing_tumour": seg == 3, "whole_tumour": seg > 0}
-    metrics = evaluate_case(synthetic, array["t1c"], mask, t1=array["t1"], regions=regions)
+    metrics = evaluate_case(synthetic, array["t1c"], mask, t1=array["t1"], regions=brats_regions(seg))
+    # T2 and ADC may live on thick-slice grids; the montage shows them on the T1 grid.
+    shown = {m: sitk.GetArrayFromImage(resample_to_reference(case.images[m], case.images["t1"])) for m in ("t2", "adc")}
     montage = write_montage(
-        {"T1": array["t1"], "T2": array["t2"], "ADC": array["adc"], "CE-T1 (ground truth)": array["t1c"],
+        {"T1": array["t1"], "T2": shown["t2"], "ADC": shown["adc"], "CE-T1 (ground truth)": array["t1c"],
          "CE-T1 (SYNTHETIC)": synthetic, "subtraction (SYNTHETIC)": sitk.GetArrayFromImage(result.subtraction)},
         mask, seg, out / f"{case_id}-montage.png",
     )
@@ -117,6 +115,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"subtraction map: {subtraction_path}")
     print(f"montage: {montage}")
     print(f"metrics: {metrics_path}")
-    print(f"all files in {out.resolve()}; wall time {seconds:.1f} s (synthesis {result.seconds:.1f} s on {result.device}, {result.precision})")
+    print(f"all files in {Path(out).resolve()}; wall time {seconds:.1f} s (synthesis {result.seconds:.1f} s on {result.device}, {result.precision})")
     print("SYNTHETIC images: research use only.")
     return 0

@@ -152,20 +152,33 @@ def run(args: argparse.Namespace) -> int:
     """``virtual-contrast synthesize``."""
     from tqdm import tqdm
 
+    from .imageio import check_output_path
+
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
     job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty)
+    # Cheap checks first, so a typo is reported before a large model is loaded.
+    for path in [*inputs.values(), args.mask]:
+        if path is not None and not path.exists():
+            raise InputError(f"file not found: {path}")
+    for path in (job.output, job.subtraction, job.uncertainty):
+        if path is not None:
+            check_output_path(path)
     model = choose_model(args.model, list(inputs), options.device, print)
-    bar = None if args.quiet else tqdm(total=100, desc="synthesis", unit="%", file=sys.stderr, leave=False)
+    bars: list[tqdm] = []
 
     def progress(fraction: float, _message: str) -> None:
-        if bar is not None:
-            bar.update(round(100 * fraction) - bar.n)
+        # The bar appears with the first slab, so errors found before that stay one clean line.
+        if args.quiet:
+            return
+        if not bars:
+            bars.append(tqdm(total=100, desc="synthesis", unit="%", file=sys.stderr, leave=False))
+        bars[0].update(round(100 * fraction) - bars[0].n)
 
     try:
         result = run_job(job, model, options, progress=progress)
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
     for note in result.notes:
         print(f"note: {note}")

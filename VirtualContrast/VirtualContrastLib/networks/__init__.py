@@ -17,9 +17,11 @@ from .hrfcn import HRFCN, VARIANTS
 #: Paper width (branches 64/128/256).
 PAPER_WIDTH = 64
 
-#: CPU default width, chosen by measurement (see the networks section of the README): a
-#: whole 192x256x192 volume cropped to the brain runs in well under 30 s on 2 cores with
-#: bf16 + channels_last_3d.
+#: CPU default width, chosen by measurement on a 2-core AVX-512 (BF16) EPYC, torch 2.13, one
+#: 3x256x192 slab, channels_last_3d, best of 3: width 16 took 0.25 s (bf16, batch 1; 0.6 s with
+#: the machine shared) and 0.98 s per slab (fp32, batch 4), i.e. ~6-24 s for the ~24 slab
+#: equivalents of a 192x256x192 volume cropped to the brain (target: < 30 s). Width 24 is
+#: slower than 32 in bf16 (channel counts off oneDNN's blocking), width 32 misses the target in fp32.
 LITE_WIDTH = 16
 
 ARCHITECTURES: dict[str, str] = {

@@ -30,6 +30,8 @@ F4s = phi(F3s), fusion only in stage 5); ``kernel_depth=1`` the 2D version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -109,7 +111,12 @@ class HRFCN(nn.Module):
         self.head = nn.Sequential(ResBlock(f5, width, kd), nn.Conv3d(width, 1, 1))
 
     @staticmethod
-    def _fusion_stage(sources: dict[int, tuple[int, ...]], bw, fcn) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    def _fusion_stage(
+        sources: dict[int, tuple[int, ...]],
+        bw: Callable[[int], int],
+        fcn: Callable[[int, int], FCNModule],
+    ) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+        """Resampling paths into each branch and the branch's phi for its concatenated input."""
         fuse = nn.ModuleDict(
             {f"x{t}_to_x{s}": _resample(bw(t), bw(s), t, s) for s, ts in sources.items() for t in ts}
         )
@@ -123,6 +130,7 @@ class HRFCN(nn.Module):
         fuse: nn.ModuleDict,
         stage: nn.ModuleDict,
     ) -> dict[int, torch.Tensor]:
+        """F(m+1)s = phi(F(m)s (+) resampled F(m)t for every source t of branch s)."""
         out = {}
         for s, ts in sources.items():
             parts = {s: features[s], **{t: fuse[f"x{t}_to_x{s}"](features[t]) for t in ts}}

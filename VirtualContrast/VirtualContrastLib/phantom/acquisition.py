@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -36,10 +37,10 @@ def bias_field(grid: sitk.Image, rng: np.random.Generator, strength: float) -> n
 
 def blur(array: np.ndarray, like: sitk.Image, fwhm_mm: tuple[float, float, float]) -> np.ndarray:
     """Gaussian point-spread blur with per-axis FWHM (mm, x/y/z) of a (z, y, x) array on ``like``'s grid."""
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(like)
-    sigma = [f / 2.3548 for f in fwhm_mm]
-    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, sigma)) if max(sigma) > 0 else array
+    sigma_voxels = [f / 2.3548 / s for f, s in zip(fwhm_mm, like.GetSpacing())][::-1]
+    if max(sigma_voxels) <= 0:
+        return array
+    return ndimage.gaussian_filter(array, sigma_voxels, mode="nearest", truncate=3.0)
 
 
 def thick_slice_grid(t1_grid: sitk.Image, rng: np.random.Generator, thickness: float) -> sitk.Image:

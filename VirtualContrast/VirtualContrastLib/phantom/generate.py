@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from .. import INTENDED_USE
 from . import acquisition, anatomy, lesions, sequences, tissues
@@ -49,14 +48,6 @@ class PhantomCase:
     fractions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], spacing: float, scale_mm: float) -> np.ndarray:
-    """Unit-variance smooth noise of correlation length ``scale_mm`` on a (z, y, x) grid, made coarse-to-fine."""
-    coarse = [max(int(np.ceil(n * spacing / scale_mm)) + 1, 2) for n in shape]
-    noise = rng.standard_normal(coarse).astype(np.float32)
-    fine = ndimage.zoom(noise, [n / c for n, c in zip(shape, coarse)], order=1, grid_mode=True, mode="nearest")
-    return fine / max(float(fine.std()), 1e-6)
-
-
 def _on_grid(array: np.ndarray, grid: sitk.Image, pixel: int = sitk.sitkFloat32) -> sitk.Image:
     image = sitk.Cast(sitk.GetImageFromArray(array), pixel)
     image.CopyInformation(grid)
@@ -70,6 +61,8 @@ def _tissue_fractions(anat: dict[str, np.ndarray], lesion: lesions.LesionMaps, v
     csf = np.clip(mask - gm - wm, 0.0, 1.0)
     blood = np.clip(anat["blood"] + veins, 0.0, 1.0) * mask
     structures = {"blood": blood, "choroid": anat["choroid"] * mask, "dura": anat["dura"] * mask}
+    # Smooth profiles have endless tails: below 2 % a structure is absent, so [Gd] is exactly 0 elsewhere.
+    structures = {k: np.where(v >= 0.02, v, 0.0) for k, v in structures.items()}
     total = sum(structures.values())
     squeeze = np.where(total > 1.0, 1.0 / np.maximum(total, 1e-6), 1.0)
     structures = {k: v * squeeze for k, v in structures.items()}
@@ -107,7 +100,7 @@ def generate_case(seed: int, spacing: float = 1.0, *, lesion_count: int | None =
     # Cortical veins: patches of sulcal CSF near the surface, different in every case.
     sulcal = np.clip(anat["mask"] - anat["gm"] - anat["wm"], 0.0, 1.0)
     near_surface = np.clip((12.0 - anat["depth"]) / 4.0, 0.0, 1.0)
-    veins = 0.8 * sulcal * near_surface * np.clip(_smooth_field(rng, shape, spacing, 6.0) - 1.6, 0.0, 1.0)
+    veins = 0.8 * sulcal * near_surface * np.clip(lesions.smooth_noise(rng, shape, spacing, 6.0, order=1) - 1.6, 0.0, 1.0)
     lesion = lesions.draw_lesions(rng, anat["wm"] * mask, anat["gm"] * mask, anat["depth"], spacing, lesion_count)
     fractions = _tissue_fractions(anat, lesion, veins)
     tissue = tissues.draw_tissues(rng)
@@ -135,7 +128,7 @@ def generate_case(seed: int, spacing: float = 1.0, *, lesion_count: int | None =
     clean["dwi_b1000"] = _mix(fractions, {k: s0[k] * float(np.exp(-sequences.B_VALUE * t.adc * 1e-3)) for k, t in tissue.items()})
     clean["adc"] = np.where(mask, sequences.adc_fit(clean["dwi_b0"], clean["dwi_b1000"]) / ADC_UNIT, 0.0).astype(np.float32)
 
-    acq = _acquire(clean, mask, grid, rng, spacing, noise=noise, bias=bias, thick_slices=thick_slices)
+    acq = _acquire(clean, mask, grid, rng, noise=noise, bias=bias, thick_slices=thick_slices)
     params = {
         "seed": int(seed), "spacing_mm": float(spacing), "synthetic": True, "intended_use": INTENDED_USE,
         "options": {"lesion_count": lesion_count, "noise": noise, "bias": bias, "thick_slices": thick_slices,
@@ -154,13 +147,16 @@ def generate_case(seed: int, spacing: float = 1.0, *, lesion_count: int | None =
 
 
 def _acquire(clean: dict[str, np.ndarray], mask: np.ndarray, grid: sitk.Image, rng: np.random.Generator,
-             spacing: float, *, noise: bool, bias: bool, thick_slices: bool) -> dict:
-    """Turn clean T1-grid signals into scanner images: PSF, bias, Rician noise, grids, gain, skull strip."""
-    psf = (spacing,) * 3 if spacing <= 1.2 else (0.0,) * 3  # coarse grids were low-passed with the template
+             *, noise: bool, bias: bool, thick_slices: bool) -> dict:
+    """Turn clean T1-grid signals into scanner images: bias, slice profile, Rician noise, grids, gain, skull strip.
+
+    Partial volume is already in the clean signals (tissue fractions from the smooth template, soft lesion
+    edges, and a template low-passed for coarse grids), so no extra in-plane point-spread blur is applied.
+    """
     snr = {"t1": rng.uniform(25, 45), "t2": rng.uniform(25, 45), "flair": rng.uniform(18, 35), "dwi": rng.uniform(18, 35)}
     strength = {k: float(rng.uniform(0.05, 0.25)) if bias else 0.0 for k in ("t1", "t2", "flair", "dwi")}
     gain = {k: float(10 ** rng.uniform(2.0, 3.5)) for k in ("t1", "t2", "flair")}
-    thickness = float(max(rng.uniform(4.0, 5.0), 1.5 * spacing))
+    thickness = float(max(rng.uniform(4.0, 5.0), 1.5 * grid.GetSpacing()[2]))
     fields = {k: acquisition.bias_field(grid, rng, s) for k, s in strength.items()}
     thick_grids = {k: acquisition.thick_slice_grid(grid, rng, thickness) for k in _THICK} if thick_slices else {}
     mask_image = _on_grid(mask.astype(np.uint8), grid, sitk.sitkUInt8)
@@ -168,7 +164,7 @@ def _acquire(clean: dict[str, np.ndarray], mask: np.ndarray, grid: sitk.Image, r
     def scan(signal: np.ndarray, key: str, modality: str) -> tuple[np.ndarray, sitk.Image]:
         """Signal through the scanner; returns the array and the grid it was acquired on."""
         sigma = float(np.median(signal[mask])) / snr[key]
-        signal = acquisition.blur(signal * fields[key], grid, psf)
+        signal = signal * fields[key]
         target = grid
         if modality in thick_grids:
             target = thick_grids[modality]

@@ -31,9 +31,22 @@ class LesionMaps:
     params: list[dict[str, object]]
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox, mode="reflect")
-    return noise / max(float(noise.std()), 1e-6)
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: float, scale_mm: float,
+                 order: int = 3) -> np.ndarray:
+    """Unit-variance smooth random field of correlation length ``scale_mm``: coarse noise, spline-upsampled.
+
+    Cubic upsampling keeps iso-contours (lesion outlines) free of the facets linear upsampling leaves; it
+    runs to a grid of ``scale_mm / 4`` only, and linear interpolation does the (invisible) rest.
+    """
+    coarse = [max(int(np.ceil(n * spacing / scale_mm)) + 1, 2) for n in shape]
+    field = rng.standard_normal(coarse).astype(np.float32)
+    middle = [min(n, max(int(np.ceil(n * spacing * 4.0 / scale_mm)), c)) for n, c in zip(shape, coarse)]
+    for target, interpolation in ((middle, order), (list(shape), 1)):
+        if list(field.shape) != target:
+            field = ndimage.zoom(field, [t / f for t, f in zip(target, field.shape)], order=interpolation,
+                                 grid_mode=True, mode="mirror")
+    field -= field.mean()
+    return field / max(float(field.std()), 1e-6)
 
 
 def _soft_below(rho: np.ndarray, threshold: float, width: float) -> np.ndarray:
@@ -55,16 +68,17 @@ def draw_lesions(rng: np.random.Generator, wm: np.ndarray, gm: np.ndarray, depth
     params: list[dict[str, object]] = []
     n_lesions = int(rng.choice([0, 1, 1, 1, 2, 2, 3])) if count is None else int(count)
     for _ in range(n_lesions):
-        radius = float(rng.uniform(7.0, 22.0))
-        oedema = float(rng.uniform(0.2, 1.2))  # oedema reach, as a fraction of the tumour radius
+        radius = float(rng.uniform(6.0, 20.0))
+        oedema = float(rng.uniform(0.2, 1.0))  # oedema reach, as a fraction of the tumour radius
         # Centre in tissue deep enough that the tumour stays inside the brain.
         candidates = np.flatnonzero((wm + gm > 0.8) & (depth > 0.6 * radius + 6.0))
         if candidates.size == 0:
             continue
         centre = np.array(np.unravel_index(int(rng.choice(candidates)), shape), dtype=np.float64)
-        axes = radius * rng.uniform(0.7, 1.3, size=3)
+        axes = radius * rng.uniform(0.75, 1.25, size=3)
         rotation = _random_rotation(rng)
-        reach = radius * 1.35 * (1.0 + oedema) + 3.0 * spacing
+        # Largest possible extent of the oedema (longest axis, lobulation at its clip): the box holds it all.
+        reach = 1.25 * radius * 1.5 * (1.0 + oedema) + 2.0 * spacing
         half = int(np.ceil(reach / spacing))
         lo = np.maximum(centre.astype(int) - half, 0)
         hi = np.minimum(centre.astype(int) + half + 1, shape)
@@ -74,8 +88,8 @@ def draw_lesions(rng: np.random.Generator, wm: np.ndarray, gm: np.ndarray, depth
         rho_ellipsoid = np.sqrt(((offsets / axes) ** 2).sum(axis=-1))
         box_shape = rho_ellipsoid.shape
         lobes = float(rng.uniform(0.12, 0.3))
-        rho = rho_ellipsoid / np.clip(1.0 + lobes * _smooth_noise(rng, box_shape, 5.0 / spacing), 0.4, None)
-        rho_oedema = rho_ellipsoid / np.clip(1.0 + 0.35 * _smooth_noise(rng, box_shape, 8.0 / spacing), 0.4, None)
+        rho = rho_ellipsoid / np.clip(1.0 + lobes * smooth_noise(rng, box_shape, spacing, 8.0), 0.5, 1.5)
+        rho_oedema = rho_ellipsoid / np.clip(1.0 + 0.35 * smooth_noise(rng, box_shape, spacing, 14.0), 0.5, 1.5)
         width = max(spacing, 1.0) / radius
         core = _soft_below(rho, 1.0, width)
         enhancing = bool(rng.uniform() < 0.7)
@@ -83,7 +97,7 @@ def draw_lesions(rng: np.random.Generator, wm: np.ndarray, gm: np.ndarray, depth
         necrosis = _soft_below(rho, necrosis_rho, width) if necrosis_rho > 0 else np.zeros(box_shape, np.float32)
         if enhancing:
             # A patch of the solid tumour that does not take up contrast.
-            patch = _soft_below(-_smooth_noise(rng, box_shape, 6.0 / spacing), -float(rng.uniform(0.6, 1.5)), 0.3)
+            patch = _soft_below(-smooth_noise(rng, box_shape, spacing, 10.0), -float(rng.uniform(0.6, 1.5)), 0.3)
             solid = np.clip(core - necrosis, 0.0, 1.0)
             net, et = solid * patch, solid * (1.0 - patch)
         else:
@@ -95,7 +109,7 @@ def draw_lesions(rng: np.random.Generator, wm: np.ndarray, gm: np.ndarray, depth
         remaining = 1.0 - core - ed
         for name, value in zip(COMPARTMENTS, (necrosis, net, et, ed)):
             fractions[name][box] = fractions[name][box] * remaining + value
-        gd_scale[box] = np.where(et > 0, np.exp(0.25 * _smooth_noise(rng, box_shape, 4.0 / spacing)), gd_scale[box])
+        gd_scale[box] = np.where(et > 0, np.exp(0.25 * smooth_noise(rng, box_shape, spacing, 6.0)), gd_scale[box])
         params.append({"centre_mm_from_corner": (centre * spacing).tolist(), "radius_mm": radius,
                        "axes_mm": axes.tolist(), "enhancing": enhancing, "necrosis_rho": necrosis_rho,
                        "oedema_reach": oedema, "lobularity": lobes})

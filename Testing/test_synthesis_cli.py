@@ -1,0 +1,238 @@
+"""The ``virtual-contrast`` synthesis commands through the real entry point ``VirtualContrastLib.cli.main``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from VirtualContrastLib.checkpoints import save_checkpoint
+from VirtualContrastLib.cli import main
+from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.errors import CancelledError
+from VirtualContrastLib.imageio import is_synthetic
+from VirtualContrastLib.networks import build_network
+from VirtualContrastLib.registry import load_model
+from VirtualContrastLib.synthesis import SynthesisOptions
+from VirtualContrastLib.synthesis_cli import SynthesisJob, run_job
+
+
+def head(shape=(12, 20, 16), spacing=(2.5, 2.5, 4.0), origin=(-20.0, -25.0, -24.0), seed=0, level=100.0) -> sitk.Image:
+    """Skull-stripped ellipsoid 'brain' with texture, 0 outside."""
+    z, y, x = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
+    inside = (z / 0.45) ** 2 + (y / 0.45) ** 2 + (x / 0.45) ** 2 < 1
+    array = np.where(inside, level + 0.3 * level * np.random.default_rng(seed).random(shape), 0).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def save_tiny(path: Path, inputs: list[str]) -> str:
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=inputs)
+    return save_checkpoint(path, config, build_network(config).state_dict())
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """Inputs t1/t2 (T2 on another grid), and a bundled-models folder with one T1+T2 model."""
+    sitk.WriteImage(head(), str(tmp_path / "t1.nii.gz"))
+    t2 = head(shape=(16, 24, 24), spacing=(2.0, 2.0, 3.0), origin=(-22.0, -26.0, -25.0), seed=1, level=250.0)
+    sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
+    models = tmp_path / "models"
+    models.mkdir()
+    digest = save_tiny(models / "tiny.pt", ["t1", "t2"])
+    entry = {"name": "tiny-t1-t2", "file": "tiny.pt", "sha256": digest, "inputs": ["t1", "t2"], "output": "t1c",
+             "role": "synthesis", "description": "random weights", "card": "tiny.md", "cpu_seconds_per_volume": 1.0}
+    (models / "tiny.md").write_text("# tiny-t1-t2\n\nRandom weights for tests.\n")
+    (models / "models.json").write_text(json.dumps({"models": [entry]}))
+    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_synthesize_writes_tagged_outputs_on_the_t1_grid(workspace, capsys):
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/synthetic.nii.gz",
+                 "--subtraction", "out/sub.nrrd", "--uncertainty", "out/unc.mha", "--device", "cpu", "--precision", "fp32"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "model: tiny-t1-t2" in out and "chosen for the given inputs" in out
+    t1 = sitk.ReadImage("t1.nii.gz")
+    for name in ("synthetic.nii.gz", "sub.nrrd", "unc.mha"):
+        image = sitk.ReadImage(str(workspace / "out" / name))
+        assert image.GetSize() == t1.GetSize()
+        assert np.allclose(image.GetSpacing(), t1.GetSpacing()) and np.allclose(image.GetOrigin(), t1.GetOrigin())
+        assert is_synthetic(workspace / "out" / name)
+    assert "research use only" in out
+
+
+def bad_cases(ws: Path) -> dict[str, tuple[list[str], str]]:
+    """Arguments for each foreseeable bad input and the message it must produce."""
+    base = sitk.GetArrayFromImage(head())
+    sitk.WriteImage(sitk.GetImageFromArray(base[5]), str(ws / "slice.nii.gz"))
+    sitk.WriteImage(sitk.JoinSeries([head(), head(seed=2)]), str(ws / "four_d.nii.gz"))
+    nan = base.copy()
+    nan[3, 3, 3] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(ws / "nan.nrrd"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.full_like(base, 3.0)), str(ws / "constant.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros_like(base)), str(ws / "empty.nii.gz"))
+    (ws / "garbage.nii.gz").write_bytes(b"not an image at all" * 20)
+    sitk.WriteImage(head(origin=(400.0, 0.0, 0.0), seed=3), str(ws / "far_t2.nii.gz"))
+    (ws / "corrupt.pt").write_bytes(b"\x80\x02garbage" * 40)
+    save_tiny(ws / "t1_t2_adc.pt", ["t1", "t2", "adc"])
+    t1 = ["--t1", "t1.nii.gz"]
+    return {
+        "missing file": (["--t1", "nope.nii.gz", "--t2", "t2.nrrd"], "file not found: nope.nii.gz"),
+        "unreadable file": (["--t1", "garbage.nii.gz", "--t2", "t2.nrrd"], "cannot read garbage.nii.gz"),
+        "2d": (["--t1", "slice.nii.gz", "--t2", "t2.nrrd"], "is 2D"),
+        "4d": (t1 + ["--t2", "four_d.nii.gz"], "is 4D"),
+        "nan": (t1 + ["--t2", "nan.nrrd"], "NaN or infinite"),
+        "constant": (["--t1", "constant.nii.gz", "--t2", "t2.nrrd"], "is constant"),
+        "empty": (t1 + ["--t2", "empty.nii.gz"], "is empty"),
+        "non-overlapping": (t1 + ["--t2", "far_t2.nii.gz"], "T2 covers only 0% of the T1 brain"),
+        "missing model input": (t1 + ["--t2", "t2.nrrd", "--model", "t1_t2_adc.pt"], "needs ADC, which was not given"),
+        "no model for inputs": (t1, "no bundled model works with t1"),
+        "unknown device": (t1 + ["--t2", "t2.nrrd", "--device", "quantum"], "unknown device 'quantum'"),
+        "corrupt checkpoint": (t1 + ["--t2", "t2.nrrd", "--model", "corrupt.pt"], "cannot read checkpoint corrupt.pt"),
+        "unknown model": (t1 + ["--t2", "t2.nrrd", "--model", "nonexistent"], "neither a bundled model"),
+        "bad output extension": (t1 + ["--t2", "t2.nrrd", "--output-override", "out.png"], "unsupported extension"),
+        "output overwrites input": (t1 + ["--t2", "t2.nrrd", "--output-override", "t2.nrrd"], "is one of the inputs"),
+        "bad overlap": (t1 + ["--t2", "t2.nrrd", "--overlap", "1.5"], "overlap must be in"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing file", "unreadable file", "2d", "4d", "nan", "constant", "empty", "non-overlapping",
+    "missing model input", "no model for inputs", "unknown device", "corrupt checkpoint", "unknown model",
+    "bad output extension", "output overwrites input", "bad overlap",
+])
+def test_bad_input_is_one_line_exit_2_and_no_file(workspace, capsys, case):
+    args, message = bad_cases(workspace)[case]
+    output = "result.nii.gz"
+    if "--output-override" in args:
+        index = args.index("--output-override")
+        output = args[index + 1]
+        args = args[:index] + args[index + 2:]
+    before = {p.name: p.stat().st_mtime_ns for p in workspace.iterdir()}
+    code = main(["synthesize", *args, "-o", output, "--subtraction", "sub.nii.gz"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert {p.name: p.stat().st_mtime_ns for p in workspace.iterdir()} == before
+
+
+def test_tampered_bundled_checkpoint_is_refused(workspace, capsys):
+    path = workspace / "models" / "tiny.pt"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    path.write_bytes(bytes(data))
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "result.nii.gz"])
+    err = capsys.readouterr().err
+    assert code == 2 and "failed its SHA-256 check" in err and len(err.strip().splitlines()) == 1
+    assert not (workspace / "result.nii.gz").exists()
+
+
+def test_cancel_after_first_slab_writes_nothing(workspace):
+    model = load_model("tiny-t1-t2", device="cpu")
+    slabs = []
+    job = SynthesisJob(inputs={"t1": Path("t1.nii.gz"), "t2": Path("t2.nrrd")}, output=Path("cancelled.nii.gz"),
+                       subtraction=Path("cancelled-sub.nii.gz"))
+    with pytest.raises(CancelledError):
+        run_job(job, model, SynthesisOptions(device="cpu", precision="fp32", batch_size=1), progress=lambda f, m: slabs.append(f), cancel=lambda: bool(slabs))
+    assert len(slabs) == 1
+    assert not list(workspace.glob("cancelled*")) and not list(workspace.glob(".cancelled*"))
+
+
+def write_case(folder: Path, case: str, t1: sitk.Image | None, t2: sitk.Image | None) -> None:
+    (folder / case).mkdir(parents=True)
+    if t1 is not None:
+        sitk.WriteImage(t1, str(folder / case / f"{case}-t1n.nii.gz"))
+    if t2 is not None:
+        sitk.WriteImage(t2, str(folder / case / f"{case}-t2w.nii.gz"))
+
+
+def test_batch_folder_reports_failures_and_goes_on(workspace, capsys):
+    cases = workspace / "cases"
+    write_case(cases, "good", head(), head(seed=1, level=200.0))
+    write_case(cases, "flat", sitk.GetImageFromArray(np.full((12, 20, 16), 5.0, np.float32)), head(seed=1))
+    write_case(cases, "no-t1", None, head(seed=1))
+    write_case(cases, "good2", head(seed=4), head(seed=5, level=200.0))
+    code = main(["batch", "--input-dir", "cases", "--out-dir", "results", "--device", "cpu", "--precision", "fp32"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (workspace / "results" / "good" / "good-t1c-synthetic.nii.gz").is_file()
+    assert (workspace / "results" / "good2" / "good2-subtraction.nii.gz").is_file()
+    assert not (workspace / "results" / "flat").exists()
+    assert "4 cases: 2 done, 2 failed" in captured.out
+    assert "flat: error:" in captured.err and "is constant" in captured.err and "no T1" in captured.err
+    with open(workspace / "results" / "batch_summary.csv", newline="") as handle:
+        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
+    assert {k: v["status"] for k, v in rows.items()} == {"flat": "failed", "good": "ok", "good2": "ok", "no-t1": "failed"}
+
+
+def test_batch_manifest_with_relative_paths(workspace, capsys):
+    (workspace / "list").mkdir()
+    (workspace / "list" / "cases.csv").write_text("case_id,t1,t2,adc,flair,mask\nA,../t1.nii.gz,../t2.nrrd,,,\n")
+    code = main(["batch", "--manifest", "list/cases.csv", "--out-dir", "manifest-out", "--device", "cpu", "--precision", "fp32"])
+    assert code == 0, capsys.readouterr().err
+    image = sitk.ReadImage(str(workspace / "manifest-out" / "A" / "A-t1c-synthetic.nii.gz"))
+    assert image.GetSize() == sitk.ReadImage("t1.nii.gz").GetSize()
+    (workspace / "bad.csv").write_text("id,image\n1,x\n")
+    assert main(["batch", "--manifest", "bad.csv", "--out-dir", "x"]) == 2
+    assert "needs a header with at least case_id,t1" in capsys.readouterr().err
+
+
+def test_models_list_and_card(workspace, capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny-t1-t2 | synthesis | t1+t2 -> t1c |" in out and "Research" in out
+    assert main(["models", "--card", "tiny-t1-t2"]) == 0
+    assert "Random weights for tests." in capsys.readouterr().out
+    assert main(["models", "--card", "nope"]) == 2
+    assert "no bundled model named 'nope'" in capsys.readouterr().err
+
+
+def test_bench_reports_table_and_json(capsys):
+    code = main(["bench", "--width", "4", "--slabs", "1", "--device", "cpu", "--precision", "fp32", "--batch-size", "2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| seconds per 192x256x192 volume |" in out and "| ratio model / Conv3d |" in out
+    result = json.loads(out[out.index("{"):])
+    assert result["slabs_per_volume"] == 96 and result["seconds_per_slab"] > 0
+    assert result["gflops_per_volume"] == pytest.approx(result["gflops_per_slab"] * 96)
+    assert 0 < result["ratio_to_conv3d"] and result["peak_memory_mb"] > 0
+
+
+def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    digest = save_tiny(models / "all.pt", ["t1", "t2", "adc", "flair"])
+    entry = {"name": "tiny-all", "file": "all.pt", "sha256": digest, "inputs": ["t1", "t2", "adc", "flair"]}
+    (models / "models.json").write_text(json.dumps({"models": [entry]}))
+    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models))
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--seed", "3", "--spacing", "4", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    folder = tmp_path / "demo" / "phantom-0003"
+    for suffix in ("t1n", "t2w", "adc", "t2f", "t1c", "t1c-synthetic", "subtraction"):
+        assert (folder / f"phantom-0003-{suffix}.nii.gz").is_file(), suffix
+    assert is_synthetic(folder / "phantom-0003-t1c-synthetic.nii.gz")
+    assert (folder / "phantom-0003-montage.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((folder / "phantom-0003-metrics.json").read_text())
+    assert report["model"] == "tiny-all" and {"brain", "enhancing_tumour", "whole_tumour"} <= set(report["metrics"])
+    assert "identity_psnr" in report["metrics"]["brain"] and "wall time" in out
+
+
+def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models.json").write_text('{"models": []}')
+    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(tmp_path))
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "no bundled synthesis model" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "demo").exists()

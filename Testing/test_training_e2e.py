@@ -1,0 +1,124 @@
+"""End to end on coarse phantoms: make-phantoms → prepare → train → resume → evaluate → export → engine.
+
+Three 4 mm phantom cases (train / val / test), the ``tiny`` config (width 4, 2 slabs per step),
+everything through the ``virtual-contrast-train`` command line except the resume comparison and
+the overfitting check, which drive :class:`model_training.train.Trainer` directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from model_training.__main__ import main
+from model_training.prepare import image_from_array, load_case
+from model_training.settings import load_config
+from model_training.train import Trainer, train
+from VirtualContrastLib.checkpoints import load_checkpoint
+from VirtualContrastLib.registry import load_model
+from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("training_e2e")
+    assert main(["make-phantoms", "--out", str(root / "phantoms"), "--train", "1", "--val", "1", "--test", "1",
+                 "--seed", "40", "--spacing", "4"]) == 0
+    record = json.loads((root / "phantoms" / "phantoms.json").read_text())
+    assert record["splits"]["val"]["seeds"] == [41, 41]
+    out = {}
+    for split in ("train", "val", "test"):
+        out[split] = root / "cache" / split
+        assert main(["prepare", str(root / "phantoms" / split), "--out", str(out[split]), "--no-register", "--quiet"]) == 0
+    out["root"] = root
+    return out
+
+
+def _overrides(caches: dict[str, Path]) -> list[str]:
+    return ["--set", f"data.train={caches['train']}", "--set", f"data.val={caches['val']}"]
+
+
+def test_prepared_cache_is_on_the_working_grid(caches: dict[str, Path]) -> None:
+    case = load_case(caches["train"], json.loads((caches["train"] / "index.json").read_text())["prepared"][0]["case"])
+    assert {"norm_t1", "norm_t2", "norm_adc", "norm_flair", "norm_t1c", "raw_t1c", "labels", "mask"} <= set(case)
+    image = image_from_array(case["mask"], case)
+    assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == "LPS"
+    assert (case["labels"] == 3).any()
+
+
+def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # One epoch, then resume for the second (stage-2) epoch, through the command line.
+    assert main(["train", "tiny", "--out", str(run), "--stop-after-epoch", "1", "--quiet", *_overrides(caches)]) == 0
+    assert load_checkpoint(run / "state.pt").training["epoch"] == 1
+    assert main(["train", "tiny", "--out", str(run), "--resume", "--quiet", *_overrides(caches)]) == 0
+    log = list(csv.DictReader(open(run / "log.csv")))
+    assert [row["epoch"] for row in log] == ["1", "2"]
+    assert float(log[0]["lr"]) == pytest.approx(1e-3) and float(log[1]["lr"]) == pytest.approx(1e-4)
+    assert all(np.isfinite(float(row["val_brain_psnr"])) for row in log)
+    assert (run / "tb").is_dir() and any((run / "tb").iterdir())
+
+    # The resumed run equals an uninterrupted one (deterministic CPU training).
+    quick = {"data": {"train": str(caches["train"]), "val": None}, "sampling": {"slabs_per_epoch": 2}}
+    config = load_config("tiny", quick)
+    straight = Trainer(config, tmp_path / "straight", device="cpu", progress=False)
+    straight.fit()
+    resumed_config = load_config("tiny", quick)
+    resumed = Trainer(resumed_config, tmp_path / "resumed", device="cpu", progress=False)
+    resumed.fit(stop_after_epoch=1)
+    resumed = Trainer(resumed_config, tmp_path / "resumed", device="cpu", progress=False)
+    resumed.load_state(tmp_path / "resumed" / "state.pt")
+    resumed.fit()
+    for (name, a), b in zip(straight.network.state_dict().items(), resumed.network.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+    model_path = tmp_path / "model.pt"
+    assert main(["export", str(run), "--out", str(model_path)]) == 0
+    exported = load_checkpoint(model_path)
+    assert exported.training["data"]["train_cases"] and exported.training["hardware"]["torch"] == torch.__version__
+    assert exported.training["schedule"][1]["weights"] == [0.1, 0.1, 10.0]
+    assert "checkpointing" not in exported.config.arch_kwargs
+
+    results = tmp_path / "results"
+    assert main(["evaluate", str(model_path), str(run / "best.pt"), "--labels", "exported,best", "--data", str(caches["test"]),
+                 "--out", str(results), "--table", "II", "--device", "cpu"]) == 0
+    table = (results / "table_II.md").read_text()
+    assert "identity (T1)" in table and "exported" in table
+    rows = list(csv.DictReader(open(results / "table_II.csv")))
+    assert [r["model"] for r in rows] == ["identity (T1)", "exported", "best"]
+    assert float(rows[1]["brain_psnr_mean"]) == pytest.approx(float(rows[2]["brain_psnr_mean"]))  # same weights
+    assert (results / "montage.png").stat().st_size > 1000
+
+    # The exported checkpoint runs through the engine exactly as a user would run it.
+    model = load_model(str(model_path), device="cpu")
+    case = load_case(caches["test"], json.loads((caches["test"] / "index.json").read_text())["prepared"][0]["case"])
+    images = {m: image_from_array(case[f"raw_{m}"], case) for m in model.config.inputs}
+    result = synthesize(images, model, brain_mask=image_from_array(case["mask"], case), options=SynthesisOptions(device="cpu"))
+    assert result.synthetic.GetSize() == images["t1"].GetSize()
+    assert np.isfinite(sitk.GetArrayViewFromImage(result.synthetic)).all()
+
+
+def test_loss_decreases_when_overfitting_one_batch(caches: dict[str, Path], tmp_path: Path) -> None:
+    config = load_config("tiny", {"data": {"train": str(caches["train"]), "val": None}, "sampling": {"enhancement_fraction": 1.0}})
+    trainer = Trainer(config, tmp_path, device="cpu", progress=False)
+    dataset, _, _ = trainer._loader()
+    batch = {key: torch.stack([dataset[i][key] for i in range(2)]) for key in ("inputs", "target", "t1")}
+    losses = [trainer.train_step(batch)["loss"] for _ in range(10)]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "no_such_config", "--out", str(tmp_path)]) == 2
+    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "cache")]) == 2
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "m.pt")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("virtual-contrast-train ") for line in errors)
+    assert "training config not found" in errors[0] and "not found" in errors[1] and "best.pt" in errors[2]
