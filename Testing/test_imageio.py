@@ -142,7 +142,7 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(InputError, match="unsupported extension"):
         write_image(volume(), tmp_path / "out.png")
     blocker = tmp_path / "not-a-folder"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     with pytest.raises(InputError, match="cannot write"):
         write_image(volume(), blocker / "out.nii.gz")
     assert sorted(os.listdir(tmp_path)) == ["not-a-folder"]

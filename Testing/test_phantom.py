@@ -228,7 +228,7 @@ def test_write_case_round_trip(tmp_path, noisy_case):
         np.testing.assert_allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-4)
         np.testing.assert_allclose(read.GetDirection(), image.GetDirection(), atol=1e-6)
         np.testing.assert_array_equal(_array(read), _array(image))
-    params = json.loads(paths["params"].read_text())
+    params = json.loads(paths["params"].read_text(encoding="utf-8"))
     assert params["seed"] == 12 and params["synthetic"] is True
 
 

@@ -43,9 +43,9 @@ def make_models_dir(folder: Path, specs: list[dict]) -> Path:
         digest = tiny_checkpoint(folder / file, spec["inputs"], seed=number)
         entry = {"file": file, "sha256": digest, "size_bytes": (folder / file).stat().st_size, "output": "t1c",
                  "role": "synthesis", "description": f"test model {spec['name']}", "card": f"{spec['name']}.md", **spec}
-        (folder / entry["card"]).write_text(f"# {spec['name']}\n\nRandom weights.\n")
+        (folder / entry["card"]).write_text(f"# {spec['name']}\n\nRandom weights.\n", encoding="utf-8")
         entries.append(entry)
-    (folder / "models.json").write_text(json.dumps({"models": entries}))
+    (folder / "models.json").write_text(json.dumps({"models": entries}), encoding="utf-8")
     return folder
 
 
@@ -128,11 +128,11 @@ def test_default_model_errors(models, tmp_path, monkeypatch):
         default_model_for(["t2"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "models.json").write_text('{"models": []}')
+    (empty / "models.json").write_text('{"models": []}', encoding="utf-8")
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(empty))
     with pytest.raises(CheckpointError, match="no bundled synthesis model"):
         default_model_for(["t1"])
-    (empty / "models.json").write_text("{not json")
+    (empty / "models.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a valid model list"):
         list_models()
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(tmp_path / "nowhere"))

@@ -180,7 +180,7 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     folder = tmp_path / "models"
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(folder))
     folder.mkdir()
-    (folder / "models.json").write_text('{"models": []}')
+    (folder / "models.json").write_text('{"models": []}', encoding="utf-8")
     with pytest.raises(MissingModalityError, match="no bundled auxiliary model predicts it"):
         synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32))
 
@@ -188,7 +188,7 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     aux_network = calibrate(build_network(aux_config).eval(), 1)
     digest = save_checkpoint(folder / "aux.pt", aux_config, aux_network.state_dict())
     entry = {"name": "t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"], "output": "t2", "role": "auxiliary"}
-    (folder / "models.json").write_text(json.dumps({"models": [entry]}))
+    (folder / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
     seen = []
     aux = synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32), progress=lambda f, m: seen.append(f))
     assert any("T2 was not given: predicted from T1 by auxiliary model t2-from-t1" in note for note in aux.notes)

@@ -50,8 +50,8 @@ def workspace(tmp_path, monkeypatch) -> Path:
     digest = save_tiny(models / "tiny.pt", ["t1", "t2"])
     entry = {"name": "tiny-t1-t2", "file": "tiny.pt", "sha256": digest, "inputs": ["t1", "t2"], "output": "t1c",
              "role": "synthesis", "description": "random weights", "card": "tiny.md", "cpu_seconds_per_volume": 1.0}
-    (models / "tiny.md").write_text("# tiny-t1-t2\n\nRandom weights for tests.\n")
-    (models / "models.json").write_text(json.dumps({"models": [entry]}))
+    (models / "tiny.md").write_text("# tiny-t1-t2\n\nRandom weights for tests.\n", encoding="utf-8")
+    (models / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -171,19 +171,19 @@ def test_batch_folder_reports_failures_and_goes_on(workspace, capsys):
     assert not (workspace / "results" / "flat").exists()
     assert "4 cases: 2 done, 2 failed" in captured.out
     assert "flat: error:" in captured.err and "is constant" in captured.err and "no T1" in captured.err
-    with open(workspace / "results" / "batch_summary.csv", newline="") as handle:
+    with open(workspace / "results" / "batch_summary.csv", newline="", encoding="utf-8") as handle:
         rows = {row["case_id"]: row for row in csv.DictReader(handle)}
     assert {k: v["status"] for k, v in rows.items()} == {"flat": "failed", "good": "ok", "good2": "ok", "no-t1": "failed"}
 
 
 def test_batch_manifest_with_relative_paths(workspace, capsys):
     (workspace / "list").mkdir()
-    (workspace / "list" / "cases.csv").write_text("case_id,t1,t2,adc,flair,mask\nA,../t1.nii.gz,../t2.nrrd,,,\n")
+    (workspace / "list" / "cases.csv").write_text("case_id,t1,t2,adc,flair,mask\nA,../t1.nii.gz,../t2.nrrd,,,\n", encoding="utf-8")
     code = main(["batch", "--manifest", "list/cases.csv", "--out-dir", "manifest-out", "--device", "cpu", "--precision", "fp32"])
     assert code == 0, capsys.readouterr().err
     image = sitk.ReadImage(str(workspace / "manifest-out" / "A" / "A-t1c-synthetic.nii.gz"))
     assert image.GetSize() == sitk.ReadImage("t1.nii.gz").GetSize()
-    (workspace / "bad.csv").write_text("id,image\n1,x\n")
+    (workspace / "bad.csv").write_text("id,image\n1,x\n", encoding="utf-8")
     assert main(["batch", "--manifest", "bad.csv", "--out-dir", "x"]) == 2
     assert "needs a header with at least case_id,t1" in capsys.readouterr().err
 
@@ -214,7 +214,7 @@ def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, monkeypatch, c
     models.mkdir()
     digest = save_tiny(models / "all.pt", ["t1", "t2", "adc", "flair"])
     entry = {"name": "tiny-all", "file": "all.pt", "sha256": digest, "inputs": ["t1", "t2", "adc", "flair"]}
-    (models / "models.json").write_text(json.dumps({"models": [entry]}))
+    (models / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models))
     code = main(["demo", "--out", str(tmp_path / "demo"), "--seed", "3", "--spacing", "4", "--device", "cpu"])
     out = capsys.readouterr().out
@@ -224,13 +224,13 @@ def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, monkeypatch, c
         assert (folder / f"phantom-0003-{suffix}.nii.gz").is_file(), suffix
     assert is_synthetic(folder / "phantom-0003-t1c-synthetic.nii.gz")
     assert (folder / "phantom-0003-montage.png").read_bytes()[:4] == b"\x89PNG"
-    report = json.loads((folder / "phantom-0003-metrics.json").read_text())
+    report = json.loads((folder / "phantom-0003-metrics.json").read_text(encoding="utf-8"))
     assert report["model"] == "tiny-all" and {"brain", "enhancing_tumour", "whole_tumour"} <= set(report["metrics"])
     assert "identity_psnr" in report["metrics"]["brain"] and "wall time" in out
 
 
 def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):
-    (tmp_path / "models.json").write_text('{"models": []}')
+    (tmp_path / "models.json").write_text('{"models": []}', encoding="utf-8")
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(tmp_path))
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err

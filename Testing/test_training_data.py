@@ -82,10 +82,10 @@ def test_csv_manifest(tmp_path: Path) -> None:
     )
     cases = list_cases(manifest)
     assert set(cases[0].images) == {"t1", "t2", "t1c"} and cases[0].labels.name == "P1_seg.nii.gz"
-    manifest.write_text("case_id,t1,t1c\nP1,data/P1/P1_t1.nii.gz,data/P1/missing.nii.gz\n")
+    manifest.write_text("case_id,t1,t1c\nP1,data/P1/P1_t1.nii.gz,data/P1/missing.nii.gz\n", encoding="utf-8")
     with pytest.raises(InputError, match="file not found"):
         read_manifest(manifest)
-    manifest.write_text("case_id,t1,t1c,dwi\n")
+    manifest.write_text("case_id,t1,t1c,dwi\n", encoding="utf-8")
     with pytest.raises(InputError, match="unknown columns"):
         read_manifest(manifest)
 
@@ -114,7 +114,7 @@ def test_prepare_reports_skipped_cases(tmp_path: Path) -> None:
     index = prepare_dataset(list_cases(tmp_path / "data"), tmp_path / "cache", PrepareOptions(register=False))
     assert [c["case"] for c in index["prepared"]] == ["ok"]
     assert index["skipped"][0]["case"] == "broken" and "broken-t2w" in index["skipped"][0]["reason"]
-    assert "broken" in (tmp_path / "cache" / "skipped.csv").read_text()
+    assert "broken" in (tmp_path / "cache" / "skipped.csv").read_text(encoding="utf-8")
 
 
 def _cases(count: int = 2) -> list[dict[str, np.ndarray]]:

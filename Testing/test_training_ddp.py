@@ -30,7 +30,7 @@ def _write_cache(folder: Path) -> None:
         arrays = {f"norm_{m}": (rng.uniform(0, 1, mask.shape) * mask).astype(np.float16) for m in ("t1", "t2", "adc", "t1c")}
         np.savez_compressed(folder / f"c{number}.npz", mask=mask, **arrays)
         entries.append({"case": f"c{number}"})
-    (folder / "index.json").write_text(json.dumps({"prepared": entries, "skipped": []}))
+    (folder / "index.json").write_text(json.dumps({"prepared": entries, "skipped": []}), encoding="utf-8")
 
 
 def _worker(rank: int, port: int, cache: str, out: str) -> None:

@@ -1,4 +1,4 @@
-"""End to end on coarse phantoms: make-phantoms → prepare → train → resume → evaluate → export → engine.
+"""End to end on coarse phantoms: make-phantoms → prepare → train → resume → evaluate → export → bundle → engine.
 
 Three 4 mm phantom cases (train / val / test), the ``tiny`` config (width 4, 2 slabs per step),
 everything through the ``virtual-contrast-train`` command line except the resume comparison and
@@ -20,7 +20,7 @@ from model_training.__main__ import main
 from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
 from model_training.train import Trainer, train
-from VirtualContrastLib.checkpoints import load_checkpoint
+from VirtualContrastLib.checkpoints import load_checkpoint, sha256_file
 from VirtualContrastLib.registry import load_model
 from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
@@ -32,7 +32,7 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("training_e2e")
     assert main(["make-phantoms", "--out", str(root / "phantoms"), "--train", "1", "--val", "1", "--test", "1",
                  "--seed", "40", "--spacing", "4"]) == 0
-    record = json.loads((root / "phantoms" / "phantoms.json").read_text())
+    record = json.loads((root / "phantoms" / "phantoms.json").read_text(encoding="utf-8"))
     assert record["splits"]["val"]["seeds"] == [41, 41]
     out = {}
     for split in ("train", "val", "test"):
@@ -47,20 +47,20 @@ def _overrides(caches: dict[str, Path]) -> list[str]:
 
 
 def test_prepared_cache_is_on_the_working_grid(caches: dict[str, Path]) -> None:
-    case = load_case(caches["train"], json.loads((caches["train"] / "index.json").read_text())["prepared"][0]["case"])
+    case = load_case(caches["train"], json.loads((caches["train"] / "index.json").read_text(encoding="utf-8"))["prepared"][0]["case"])
     assert {"norm_t1", "norm_t2", "norm_adc", "norm_flair", "norm_t1c", "raw_t1c", "labels", "mask"} <= set(case)
     image = image_from_array(case["mask"], case)
     assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == "LPS"
     assert (case["labels"] == 3).any()
 
 
-def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_path: Path) -> None:
+def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     # One epoch, then resume for the second (stage-2) epoch, through the command line.
     assert main(["train", "tiny", "--out", str(run), "--stop-after-epoch", "1", "--quiet", *_overrides(caches)]) == 0
     assert load_checkpoint(run / "state.pt").training["epoch"] == 1
     assert main(["train", "tiny", "--out", str(run), "--resume", "--quiet", *_overrides(caches)]) == 0
-    log = list(csv.DictReader(open(run / "log.csv")))
+    log = list(csv.DictReader(open(run / "log.csv", encoding="utf-8")))
     assert [row["epoch"] for row in log] == ["1", "2"]
     assert float(log[0]["lr"]) == pytest.approx(1e-3) and float(log[1]["lr"]) == pytest.approx(1e-4)
     assert all(np.isfinite(float(row["val_brain_psnr"])) for row in log)
@@ -90,16 +90,29 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
     results = tmp_path / "results"
     assert main(["evaluate", str(model_path), str(run / "best.pt"), "--labels", "exported,best", "--data", str(caches["test"]),
                  "--out", str(results), "--table", "II", "--device", "cpu"]) == 0
-    table = (results / "table_II.md").read_text()
+    table = (results / "table_II.md").read_text(encoding="utf-8")
     assert "identity (T1)" in table and "exported" in table
-    rows = list(csv.DictReader(open(results / "table_II.csv")))
+    rows = list(csv.DictReader(open(results / "table_II.csv", encoding="utf-8")))
     assert [r["model"] for r in rows] == ["identity (T1)", "exported", "best"]
     assert float(rows[1]["brain_psnr_mean"]) == pytest.approx(float(rows[2]["brain_psnr_mean"]))  # same weights
     assert (results / "montage.png").stat().st_size > 1000
 
+    # Bundling ships the run as a named model that the registry verifies, loads and describes.
+    models_dir = tmp_path / "models"
+    assert main(["bundle", str(run), "--name", "tiny-test", "--models-dir", str(models_dir), "--description", "tiny",
+                 "--evaluation", str(results / "table_II.md"), "--no-bench"]) == 0
+    entry = json.loads((models_dir / "models.json").read_text(encoding="utf-8"))["models"][0]
+    assert entry["name"] == "tiny-test" and entry["inputs"] == ["t1", "t2", "adc"] and entry["output"] == "t1c"
+    assert entry["sha256"] == sha256_file(models_dir / "tiny-test.pt")
+    card = (models_dir / "tiny-test.md").read_text(encoding="utf-8")
+    assert "research" in card and "identity (T1)" in card and exported.training["data"]["train_cases"][0] in card
+    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models_dir))
+    bundled = load_model("tiny-test", device="cpu")
+    assert bundled.sha256 == entry["sha256"] and "Known limits" in bundled.card
+
     # The exported checkpoint runs through the engine exactly as a user would run it.
     model = load_model(str(model_path), device="cpu")
-    case = load_case(caches["test"], json.loads((caches["test"] / "index.json").read_text())["prepared"][0]["case"])
+    case = load_case(caches["test"], json.loads((caches["test"] / "index.json").read_text(encoding="utf-8"))["prepared"][0]["case"])
     images = {m: image_from_array(case[f"raw_{m}"], case) for m in model.config.inputs}
     result = synthesize(images, model, brain_mask=image_from_array(case["mask"], case), options=SynthesisOptions(device="cpu"))
     assert result.synthetic.GetSize() == images["t1"].GetSize()

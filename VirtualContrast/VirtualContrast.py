@@ -134,9 +134,7 @@ def loadPhantomSample(seed: int = 0, spacing: float = 2.0) -> dict:
 
     cacheDir = os.path.join(slicer.app.cachePath, "VirtualContrast", f"phantom-seed{seed}-{spacing:g}mm")
     caseId = "VirtualContrastPhantom"
-    files = {
-        "t1": "t1n", "t2": "t2w", "adc": "adc", "flair": "t2f", "brainmask": "brainmask",
-    }
+    files = {key: phantom.FILE_SUFFIXES[key] for key in ("t1", "t2", "adc", "flair", "brainmask")}
     paths = {key: os.path.join(cacheDir, caseId, f"{caseId}-{suffix}.nii.gz") for key, suffix in files.items()}
     if not all(os.path.isfile(p) for p in paths.values()):
         with slicer.util.tryWithErrorDisplay(_("Failed to generate the phantom case."), waitCursor=True):

@@ -8,6 +8,7 @@ Examples::
     torchrun --nproc_per_node 4 -m model_training train final --out runs/final
     virtual-contrast-train evaluate runs/a/model.pt runs/b/model.pt --data data/cache/test --table I --out results
     virtual-contrast-train export runs/lite --out Resources/Models/phantom_lite.pt
+    virtual-contrast-train bundle runs/lite --name vc-hrfcn16-t1-t2-adc --description "..."
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE, MODALITIES
-from VirtualContrastLib.errors import VirtualContrastError
+from VirtualContrastLib.cli import run_command
 
 PROG = "virtual-contrast-train"
 
@@ -83,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoints(args.checkpoints, args.data, args.out, table=args.table,
                                   labels=args.labels.split(",") if args.labels else None, reference=args.reference,
                                   device=args.device, max_cases=args.max_cases, montage=not args.no_montage, tta=args.tta)
-    print((Path(args.out) / f"table_{args.table}.md").read_text())
+    print((Path(args.out) / f"table_{args.table}.md").read_text(encoding="utf-8"))
     print(f"{len(result['cases'])} cases; tables and montage in {args.out}")
     return 0
 
@@ -94,6 +95,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path, digest = export_run(args.run, args.out)
     print(f"exported {path} (sha256 {digest})")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Ship a run as a bundled model: checkpoint + models.json entry + model card."""
+    from .bundle import bundle_run, measure_cpu_seconds
+
+    evaluation = args.evaluation.read_text(encoding="utf-8") if args.evaluation else None
+    seconds = None if args.no_bench else measure_cpu_seconds(args.run)
+    entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation)
+    print(json.dumps(entry, indent=2))
     return 0
 
 
@@ -164,20 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bundle", help="ship a run as a bundled model (checkpoint, models.json entry, model card)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--name", required=True, help="model name (file NAME.pt and card NAME.md)")
+    p.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parent.parent / "Resources" / "Models")
+    p.add_argument("--description", required=True)
+    p.add_argument("--role", choices=("synthesis", "auxiliary"), default="synthesis")
+    p.add_argument("--evaluation", type=Path, help="Markdown evaluation table to put in the model card")
+    p.add_argument("--no-bench", action="store_true", help="do not measure CPU seconds per volume")
+    p.set_defaults(func=cmd_bundle)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the training command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except VirtualContrastError as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser().parse_args(argv), PROG)
 
 
 if __name__ == "__main__":

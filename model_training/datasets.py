@@ -117,7 +117,7 @@ def read_manifest(csv_path: str | Path) -> list[CaseFiles]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InputError(f"manifest not found: {csv_path}")
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or [])
         rows = list(reader)

@@ -166,7 +166,7 @@ def table_rows(results: dict[str, list[dict[str, dict[str, float]]]], columns: l
 
 def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
     """Write ``stem.csv`` (all numbers) and ``stem.md`` (mean ± std, p vs reference)."""
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
+    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -186,7 +186,7 @@ def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± std over cases (VC-Eval-1); p: paired t-test against the reference model. "
               "'identity (T1)' is the floor: the normalized pre-contrast T1 taken as the prediction."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_per_case(results: dict[str, list[dict[str, dict[str, float]]]], case_ids: Sequence[str], path: Path) -> None:
@@ -196,7 +196,7 @@ def write_per_case(results: dict[str, list[dict[str, dict[str, float]]]], case_i
         for case_id, values in zip(case_ids, per_case):
             rows.append({"model": name, "case": case_id, **{f"{r}_{m}": v for r, ms in values.items() for m, v in ms.items()}})
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

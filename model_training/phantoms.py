@@ -31,5 +31,5 @@ def make_phantoms(out_dir: str | Path, counts: dict[str, int], first_seed: int =
             record["splits"][split]["cases"].append(case_id)
         seed += count
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "phantoms.json").write_text(json.dumps(record, indent=2))
+    (out_dir / "phantoms.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record

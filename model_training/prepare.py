@@ -171,8 +171,8 @@ def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: Prepar
         "options": {"modalities": list(options.modalities), "register": options.register,
                     "normalization": options.normalization or DEFAULT_NORMALIZATION, "dtype": options.dtype},
     }
-    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2))
-    with open(out_dir / "skipped.csv", "w") as handle:
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
+    with open(out_dir / "skipped.csv", "w", encoding="utf-8") as handle:
         handle.write("case,reason\n")
         handle.writelines(f"{s['case']},\"{s['reason'].replace(chr(34), chr(39))}\"\n" for s in skipped)
     return index
@@ -183,7 +183,7 @@ def load_index(cache_dir: str | Path) -> dict[str, Any]:
     path = Path(cache_dir) / INDEX_NAME
     if not path.is_file():
         raise InputError(f"{cache_dir} is not a prepared dataset (no {INDEX_NAME}); run 'prepare' first")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_case(cache_dir: str | Path, case_id: str) -> dict[str, np.ndarray]:

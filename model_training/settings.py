@@ -67,7 +67,7 @@ def load_raw_config(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> d
     if path in _seen:
         raise ConfigError(f"config {path.name} extends itself")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path.name} is not valid JSON: {error}") from None
     parent = data.pop("extends", None)

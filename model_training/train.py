@@ -272,7 +272,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "train_config.json").write_text(json.dumps(self.config.raw, indent=2))
+            (self.out_dir / "train_config.json").write_text(json.dumps(self.config.raw, indent=2), encoding="utf-8")
             writer = SummaryWriter(str(self.out_dir / "tb"))
         end = total_epochs(self.config.stages) if stop_after_epoch is None else min(stop_after_epoch, total_epochs(self.config.stages))
         every = int(self.config.validation.get("every", 1))
@@ -328,7 +328,7 @@ class Trainer:
             save_checkpoint(self.out_dir / BEST_NAME, export_config(self.config), self.network.state_dict(), self.summary())
         self.save_state()
         _write_csv(self.out_dir / "log.csv", self.history)
-        with open(self.out_dir / "steps.csv", "a", newline="") as handle:
+        with open(self.out_dir / "steps.csv", "a", newline="", encoding="utf-8") as handle:
             writer_csv = csv.DictWriter(handle, fieldnames=list(self.step_log[0]) if self.step_log else ["epoch"])
             if handle.tell() == 0:
                 writer_csv.writeheader()
@@ -347,7 +347,7 @@ def _mean_metrics(per_case: list[dict[str, dict[str, float]]]) -> dict[str, floa
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

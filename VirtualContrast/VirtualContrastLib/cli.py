@@ -36,18 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace, prog: str) -> int:
+    """Run a parsed sub-command: user errors become one stderr line and exit 2, Ctrl-C exit 130."""
     try:
         return int(args.func(args) or 0)
     except VirtualContrastError as error:
-        print(f"virtual-contrast {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"virtual-contrast {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    return run_command(build_parser().parse_args(argv), "virtual-contrast")
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike, case_id: str) -> d
         written[key] = path
     params_path = folder / f"{case_id}-params.json"
     tmp = folder / f".tmp-{os.getpid()}-{params_path.name}"
-    tmp.write_text(json.dumps(case.params, indent=1, default=float))
+    tmp.write_text(json.dumps(case.params, indent=1, default=float), encoding="utf-8")
     os.replace(tmp, params_path)
     written["params"] = params_path
     return written

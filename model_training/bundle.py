@@ -1,0 +1,116 @@
+"""Bundle a trained run as a shipped model: checkpoint, ``models.json`` entry and model card.
+
+``virtual-contrast-train bundle RUN --name NAME`` exports the run's best weights into
+``Resources/Models/NAME.pt`` (via :func:`model_training.export.export_run`), records its SHA-256,
+size, inputs and measured CPU seconds per 192×256×192 volume in ``models.json`` (replacing an
+entry of the same name), and writes ``NAME.md``, the model card the CLI and the Slicer module show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from VirtualContrastLib import INTENDED_USE
+from VirtualContrastLib.checkpoints import load_checkpoint
+
+from .export import export_run
+
+LIMITS = (
+    "Trained only on simulated data (the VirtualContrast physics phantom: MNI152 anatomy, MR signal "
+    "equations, synthetic tumours and gadolinium). It has never seen a real scanner's images; expect it to "
+    "miss or invent enhancement on real data, most of all for lesions unlike the phantom's. It predicts "
+    "enhancement from pre-contrast contrast alone and cannot see perfusion or blood-brain-barrier leakage "
+    "that leaves no trace in T1, T2, ADC or FLAIR."
+)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _metric_lines(best: dict[str, Any] | None) -> list[str]:
+    if not best:
+        return ["- no validation metrics were recorded"]
+    metrics = best.get("validation", {})
+    lines = [f"- best epoch: {best.get('epoch', '?')} (selected by {best.get('metric', '?')})"]
+    for key in sorted(k for k in metrics if isinstance(metrics[k], (int, float))):
+        lines.append(f"- {key}: {metrics[key]:.4f}")
+    return lines
+
+
+def model_card(name: str, description: str, training: dict[str, Any], config: dict[str, Any], cpu_seconds: float | None,
+               evaluation: str | None) -> str:
+    """The Markdown model card of a bundled model."""
+    data = training.get("data", {})
+    schedule = "; ".join(f"{s['epochs']} epochs at λ = {tuple(s['weights'])}, lr {s['lr']:g}" for s in training.get("schedule", []))
+    sampling = training.get("config", {}).get("sampling", {})
+    hardware = training.get("hardware", {})
+    lines = [
+        f"# Model card: {name}",
+        "",
+        "**SYNTHETIC images — research and demonstration use only, not for diagnosis.** " + INTENDED_USE,
+        "",
+        description,
+        "",
+        "## Model",
+        f"- architecture: `{config['architecture']}` with {config.get('arch_kwargs', {})}; inputs {', '.join(config['inputs'])} → {config['target']}",
+        f"- slab depth {config['slab_depth']}; normalization {config['normalization']}",
+        f"- CPU time per 192×256×192 volume: {cpu_seconds:.1f} s (measured with `virtual-contrast bench`, see below)" if cpu_seconds else "- CPU time: not measured",
+        "",
+        "## Training",
+        f"- run `{training.get('run', '?')}`, seed {training.get('seed', '?')}, {training.get('epochs_done', '?')} epochs, "
+        f"wall time {training.get('wall_time_s', 0) / 60:.1f} min on {hardware.get('device', '?')} "
+        f"({hardware.get('gpu') or str(hardware.get('cpu_count', '?')) + ' CPU cores'}, torch {hardware.get('torch', '?')})",
+        f"- training cases ({len(data.get('train_cases', []))}): {', '.join(data.get('train_cases', []))}",
+        f"- validation cases ({len(data.get('val_cases', []))}): {', '.join(data.get('val_cases', []))}",
+        f"- schedule: {schedule}",
+        f"- sampling: {sampling}",
+        "",
+        "## Validation (VC-Eval-1, best epoch)",
+        *_metric_lines(training.get("best")),
+        "",
+    ]
+    if evaluation:
+        lines += ["## Held-out evaluation", "", evaluation.strip(), ""]
+    lines += ["## Intended use", "", INTENDED_USE, "", "## Known limits", "", LIMITS, ""]
+    return "\n".join(lines)
+
+
+def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, description: str, role: str = "synthesis",
+               cpu_seconds: float | None = None, evaluation_markdown: str | None = None) -> dict[str, Any]:
+    """Export ``run_dir`` as bundled model ``name`` into ``models_dir``; returns its ``models.json`` entry."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path, digest = export_run(run_dir, models_dir / f"{name}.pt")
+    checkpoint = load_checkpoint(path, expected_sha256=digest)
+    config = checkpoint.config.to_dict()
+    card_name = f"{name}.md"
+    _write_text_atomic(models_dir / card_name,
+                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown))
+    entry = {
+        "name": name, "file": path.name, "sha256": digest, "size_bytes": path.stat().st_size,
+        "inputs": config["inputs"], "output": config["target"], "role": role, "description": description,
+        "intended_use": INTENDED_USE, "card": card_name,
+        "cpu_seconds_per_volume": round(cpu_seconds, 1) if cpu_seconds else None, "gpu_seconds_per_volume": None,
+    }
+    index_path = models_dir / "models.json"
+    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {"models": []}
+    index["models"] = [e for e in index["models"] if e.get("name") != name] + [entry]
+    _write_text_atomic(index_path, json.dumps(index, indent=2) + "\n")
+    return entry
+
+
+def measure_cpu_seconds(run_dir: str | Path) -> float:
+    """Seconds per 192×256×192 volume of the run's architecture on this CPU (``virtual-contrast bench``)."""
+    from VirtualContrastLib.bench import benchmark
+
+    config = load_checkpoint(Path(run_dir) / "best.pt").config
+    result = benchmark(int(config.arch_kwargs["width"]), config.architecture, len(config.inputs), device="cpu", slabs=4)
+    return float(result["seconds_per_volume"])
