@@ -22,9 +22,9 @@ from .export import export_run
 LIMITS = (
     "Trained only on simulated data (the VirtualContrast physics phantom: MNI152 anatomy, MR signal "
     "equations, synthetic tumours and gadolinium). It has never seen a real scanner's images; expect it to "
-    "miss or invent enhancement on real data, most of all for lesions unlike the phantom's. It predicts "
-    "enhancement from pre-contrast contrast alone and cannot see perfusion or blood-brain-barrier leakage "
-    "that leaves no trace in T1, T2, ADC or FLAIR."
+    "miss or invent features (above all enhancement) on real data, most of all for lesions unlike the phantom's. "
+    "A synthetic CE-T1 is predicted from pre-contrast contrast alone and cannot show blood-brain-barrier "
+    "leakage that leaves no trace in T1, T2, ADC or FLAIR."
 )
 
 
@@ -55,7 +55,7 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
     lines = [
         f"# Model card: {name}",
         "",
-        "**SYNTHETIC images — research and demonstration use only, not for diagnosis.** " + INTENDED_USE,
+        "**SYNTHETIC images — research and demonstration use only, not for diagnosis.**",
         "",
         description,
         "",
