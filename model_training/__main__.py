@@ -103,7 +103,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from .bundle import bundle_run, measure_cpu_seconds
 
     evaluation = args.evaluation.read_text(encoding="utf-8") if args.evaluation else None
-    seconds = None if args.no_bench else measure_cpu_seconds(args.run)
+    seconds = args.cpu_seconds if args.cpu_seconds or args.no_bench else measure_cpu_seconds(args.run)
     entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation)
     print(json.dumps(entry, indent=2))
     return 0
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=("synthesis", "auxiliary"), default="synthesis")
     p.add_argument("--evaluation", type=Path, help="Markdown evaluation table to put in the model card")
     p.add_argument("--no-bench", action="store_true", help="do not measure CPU seconds per volume")
+    p.add_argument("--cpu-seconds", type=float, help="CPU seconds per volume measured earlier with virtual-contrast bench")
     p.set_defaults(func=cmd_bundle)
     return parser
 

@@ -9,13 +9,12 @@ entry of the same name), and writes ``NAME.md``, the model card the CLI and the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE
 from VirtualContrastLib.checkpoints import load_checkpoint
+from VirtualContrastLib.fileutil import atomic_write
 
 from .export import export_run
 
@@ -29,10 +28,8 @@ LIMITS = (
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _metric_lines(best: dict[str, Any] | None) -> list[str]:

@@ -27,13 +27,13 @@ done
 results="$repo/model_training/results/phantom"
 runs="$work/runs"
 "${train[@]}" evaluate "$runs/phantom_lite/best.pt" "$runs/phantom_unet3d/best.pt" "$runs/phantom_hrfcn_2d/best.pt" \
-  --labels "HR-FCN (3D),U-Net (3D),HR-FCN (2D)" --data "$work/cache/test" --table I --out "$results/table_I" --device cpu
+  --labels "HR-FCN (3D),U-Net (3D),HR-FCN (2D)" --data "$work/cache/test" --table II --out "$results/table_II" --device cpu
 "${train[@]}" evaluate "$runs/phantom_lite/best.pt" "$runs/phantom_lite_flair/best.pt" \
   --labels "T1+T2+ADC,T1+T2+FLAIR" --data "$work/cache/test" --table III --out "$results/table_III" --device cpu
 
 models="$repo/Resources/Models"
 "${train[@]}" bundle "$runs/phantom_lite" --name vc-hrfcn16-t1-t2-adc --models-dir "$models" \
-  --evaluation "$results/table_I/table_I.md" \
+  --evaluation "$results/table_II/table_II.md" \
   --description "Default model: 3D HR-FCN (width 16) from T1 + T2 + ADC, the paper's inputs; trained on physics phantoms."
 "${train[@]}" bundle "$runs/phantom_lite_flair" --name vc-hrfcn16-t1-t2-flair --models-dir "$models" \
   --evaluation "$results/table_III/table_III.md" \

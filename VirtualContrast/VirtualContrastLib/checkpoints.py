@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
 from .errors import CheckpointError
+from .fileutil import atomic_write
 
 FORMAT = "virtualcontrast-checkpoint"
 FORMAT_VERSION = 1
@@ -55,14 +55,8 @@ def save_checkpoint(path: str | os.PathLike, config: ModelConfig, state_dict: di
         "training": dict(training or {}),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path, suffix=".tmp") as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return sha256_file(path)
 
 

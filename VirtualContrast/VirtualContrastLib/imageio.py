@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import SimpleITK as sitk
 
 from . import INTENDED_USE
 from .errors import InputError
+from .fileutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -127,18 +127,12 @@ def write_image(image: sitk.Image, path: str | os.PathLike, synthetic: bool = Tr
         # NIfTI stores ITK_FileNotes in its 80-byte descrip field.
         image.SetMetaData("ITK_FileNotes", description.encode("ascii", "replace").decode()[:79])
         image.SetMetaData(DESCRIPTION_KEY, description)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ext, dir=path.parent)
-        os.close(fd)
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
+        with atomic_write(path, suffix=ext) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
     except (OSError, RuntimeError):
         raise InputError(f"cannot write {path}: the folder is not writable or the disk is full") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
