@@ -246,7 +246,9 @@ def test_inputs_are_preselected_by_name():
 
 
 def test_progress_lines_of_the_engine_are_parsed():
-    assert parseProgressLine("synthesis:  42%|####2     | 42/100 [00:01<00:02, 20.1%/s]") == (0.42, "synthesis: 42%")
+    assert parseProgressLine("PROGRESS 0.4200 slab 21/50") == (0.42, "slab 21/50")
+    assert parseProgressLine("PROGRESS 1.0000") == (1.0, "100%")
+    assert parseProgressLine("synthesis:  42%|####2     | 42/100 [00:01<00:02, 20.1%/s]") is None
     assert parseProgressLine("model: tiny (inputs T1+T2)") is None
     assert parseProgressLine("note: brain mask computed") is None
 
@@ -286,7 +288,7 @@ def test_end_to_end_background_process(scene, tinyCheckpoint):
     result = job.wait()
     assert job.process.returnCode == 0, "\n".join(lines)
     assert result.modelName == "tiny"
-    assert any(p > 0.9 for p in progress)
+    assert progress == sorted(progress) and progress[-1] == 1.0
     np.testing.assert_allclose(ijkToRasFromNode(result.synthetic), ijkToRasFromNode(t1), atol=1e-6)
     assert outputs.isSynthetic(result.synthetic)
     assert not job.folder.exists()

@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     single.add_argument("--subtraction", type=Path, help="also write the subtraction map (synthetic - T1, normalized)")
     single.add_argument("--uncertainty", type=Path, help="also write the TTA uncertainty map (turns on --tta)")
     single.add_argument("--quiet", action="store_true", help="no progress bar")
+    single.add_argument("--progress-lines", action="store_true",
+                        help="report progress as 'PROGRESS <fraction> <step>' lines on stderr (for front ends such as Slicer)")
     _add_engine_options(single)
     single.set_defaults(func=run)
 
@@ -148,6 +150,10 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+#: Prefix of the machine-readable progress lines of ``--progress-lines``.
+PROGRESS_PREFIX = "PROGRESS"
+
+
 def run(args: argparse.Namespace) -> int:
     """``virtual-contrast synthesize``."""
     from tqdm import tqdm
@@ -167,9 +173,12 @@ def run(args: argparse.Namespace) -> int:
     model = choose_model(args.model, list(inputs), options.device, print)
     bars: list[tqdm] = []
 
-    def progress(fraction: float, _message: str) -> None:
+    def progress(fraction: float, message: str) -> None:
         # The bar appears with the first slab, so errors found before that stay one clean line.
         if args.quiet:
+            return
+        if args.progress_lines:
+            print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", file=sys.stderr, flush=True)
             return
         if not bars:
             bars.append(tqdm(total=100, desc="synthesis", unit="%", file=sys.stderr, leave=False))

@@ -34,9 +34,8 @@ from .volumes import imageFromVolumeNode, maskImageFromNode, removeNodeWithDepen
 ProgressCallback = Callable[[float, str], None]
 LogCallback = Callable[[str], None]
 
-#: Progress of the engine's command line: a tqdm bar on stderr, ``synthesis:  42%|####  | 42/100 [...]``
-#: (each carriage-return refresh arrives as one line because the pipe is read in text mode).
-PROGRESS_LINE = re.compile(r"^(?P<step>[^:|]*):\s*(?P<percent>\d{1,3})%\|")
+#: Progress of the engine's command line run with ``--progress-lines``: ``PROGRESS 0.4200 slab 21/50``.
+PROGRESS_LINE = re.compile(r"^PROGRESS (?P<fraction>[0-9.]+)\s*(?P<step>.*)$")
 #: Error line the engine's command line prints before exiting with status 2.
 ERROR_LINE = re.compile(r"^virtual-contrast [\w-]+: error: (?P<message>.*)$")
 #: Notes (warnings the user must see, e.g. a CPU fallback) printed by the command line.
@@ -72,8 +71,8 @@ def parseProgressLine(line: str) -> tuple[float, str] | None:
     match = PROGRESS_LINE.match(line.strip())
     if match is None:
         return None
-    percent = min(max(int(match["percent"]), 0), 100)
-    return percent / 100.0, f"{match['step'].strip()}: {percent}%"
+    fraction = min(max(float(match["fraction"]), 0.0), 1.0)
+    return fraction, match["step"].strip() or f"{100 * fraction:.0f}%"
 
 
 def workDirectory() -> Path:
@@ -216,7 +215,7 @@ class SynthesisLogic:
     @staticmethod
     def commandLine(paths: dict[str, Path], folder: Path, settings: SynthesisSettings) -> list[str]:
         """The engine command line that reads ``paths`` and writes results into ``folder``."""
-        args = [pythonExecutable(), "-m", "VirtualContrastLib", "synthesize"]
+        args = [pythonExecutable(), "-m", "VirtualContrastLib", "synthesize", "--progress-lines"]
         for name in ("t1", "t2", "adc", "flair", "mask"):
             if name in paths:
                 args += [f"--{name}", str(paths[name])]
