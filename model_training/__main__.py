@@ -21,16 +21,9 @@ from typing import Any
 
 from VirtualContrastLib import INTENDED_USE, MODALITIES
 from VirtualContrastLib.cli import run_command
+from VirtualContrastLib.model_info import parse_modalities
 
 PROG = "virtual-contrast-train"
-
-
-def _modalities(text: str) -> tuple[str, ...]:
-    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    unknown = [m for m in names if m not in MODALITIES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown modalities {unknown}; known: {', '.join(MODALITIES)}")
-    return names
 
 
 def cmd_make_phantoms(args: argparse.Namespace) -> int:
@@ -136,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="folder of case folders, or a CSV manifest")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--layout", default="auto", help="auto, phantom, brats2023, brats2021, ucsf_pdgm or csv")
-    p.add_argument("--modalities", type=_modalities, default=MODALITIES, help="comma-separated inputs to cache (default: all found)")
+    p.add_argument("--modalities", type=parse_modalities, default=MODALITIES, help="comma-separated inputs to cache (default: all found)")
     p.add_argument("--no-register", action="store_true", help="skip rigid registration (data already co-registered, e.g. BraTS)")
     p.add_argument("--normalization", help="normalization spec as JSON (default: brain_percentile 0.5/99.5)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))

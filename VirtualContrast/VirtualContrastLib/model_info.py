@@ -43,7 +43,8 @@ def describe(variant: str, width: int, inputs: list[str]) -> dict:
     }
 
 
-def _inputs(text: str) -> list[str]:
+def parse_modalities(text: str) -> list[str]:
+    """argparse type for a comma-separated modality list such as ``t1,t2,adc``."""
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in MODALITIES]
     if unknown:
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--variant", default=None, help="architecture name (default: hrfcn, the paper's model)")
     parser.add_argument("--width", type=int, default=None, help=f"base width (default: {_PAPER_WIDTH}, the paper's)")
-    parser.add_argument("--inputs", type=_inputs, default=["t1", "t2", "adc"], help="input modalities, e.g. t1,t2,adc")
+    parser.add_argument("--inputs", type=parse_modalities, default=["t1", "t2", "adc"], help="input modalities, e.g. t1,t2,adc")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
