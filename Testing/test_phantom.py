@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from VirtualContrastLib.config import DEFAULT_NORMALIZATION
+from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.phantom import ADC_UNIT, generate_case, write_case
 from VirtualContrastLib.phantom import anatomy, cli, sequences, tissues
@@ -265,3 +266,14 @@ def test_cli_writes_cases(tmp_path):
         preview = folder / f"VCP-{seed}-preview.png"
         assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_parallel_generation_writes_the_same_cases(tmp_path):
+    serial = cli.generate(2, 30, tmp_path / "serial", spacing=6.0, progress=False)
+    parallel = cli.generate(2, 30, tmp_path / "parallel", spacing=6.0, progress=False, workers=2)
+    assert [p["t1"].parent.name for p in parallel] == ["VCP-30", "VCP-31"]
+    for one, two in zip(serial, parallel):
+        for key in ("t1", "t2", "t1c", "seg"):
+            np.testing.assert_array_equal(_array(sitk.ReadImage(str(one[key]))), _array(sitk.ReadImage(str(two[key]))))
+    with pytest.raises(InputError, match="--workers"):
+        cli.generate(1, 30, tmp_path / "none", workers=0)

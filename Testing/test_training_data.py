@@ -117,6 +117,21 @@ def test_prepare_reports_skipped_cases(tmp_path: Path) -> None:
     assert "broken" in (tmp_path / "cache" / "skipped.csv").read_text(encoding="utf-8")
 
 
+def test_parallel_prepare_matches_serial(tmp_path: Path) -> None:
+    for case_id in ("A", "B", "C"):
+        _write_case(tmp_path / "data", "phantom", case_id)
+    (tmp_path / "data" / "B" / "B-t2w.nii.gz").write_bytes(b"not an image")
+    cases = list_cases(tmp_path / "data")
+    serial = prepare_dataset(cases, tmp_path / "serial", PrepareOptions(register=False))
+    reported = []
+    parallel = prepare_dataset(cases, tmp_path / "parallel", PrepareOptions(register=False), progress=reported.append, workers=2)
+    assert reported == ["A", "B", "C"]
+    assert [c["case"] for c in parallel["prepared"]] == ["A", "C"] and parallel["skipped"] == serial["skipped"]
+    for case_id in ("A", "C"):
+        one, two = load_case(tmp_path / "serial", case_id), load_case(tmp_path / "parallel", case_id)
+        assert set(one) == set(two) and all(np.array_equal(one[key], two[key]) for key in one)
+
+
 def _cases(count: int = 2) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     cases = []

@@ -20,7 +20,8 @@ from model_training.__main__ import main
 from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
 from model_training.train import Trainer, train
-from VirtualContrastLib.checkpoints import load_checkpoint, sha256_file
+from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint, sha256_file
+from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.registry import load_model
 from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
@@ -89,9 +90,9 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
 
     results = tmp_path / "results"
     assert main(["evaluate", str(model_path), str(run / "best.pt"), "--labels", "exported,best", "--data", str(caches["test"]),
-                 "--out", str(results), "--table", "II", "--device", "cpu"]) == 0
+                 "--out", str(results), "--table", "II", "--device", "cpu", "--overlap", "0.5"]) == 0
     table = (results / "table_II.md").read_text(encoding="utf-8")
-    assert "identity (T1)" in table and "exported" in table
+    assert "identity (T1)" in table and "exported" in table and "slab overlap 0.50" in table
     rows = list(csv.DictReader(open(results / "table_II.csv", encoding="utf-8")))
     assert [r["model"] for r in rows] == ["identity (T1)", "exported", "best"]
     assert float(rows[1]["brain_psnr_mean"]) == pytest.approx(float(rows[2]["brain_psnr_mean"]))  # same weights
@@ -109,6 +110,11 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models_dir))
     bundled = load_model("tiny-test", device="cpu")
     assert bundled.sha256 == entry["sha256"] and "Known limits" in bundled.card
+    # Re-bundling a name replaces its entry in place: models.json order breaks ties between default models.
+    for name in ("tiny-second", "tiny-test"):
+        assert main(["bundle", str(run), "--name", name, "--models-dir", str(models_dir), "--description", "tiny", "--no-bench"]) == 0
+    names = [e["name"] for e in json.loads((models_dir / "models.json").read_text(encoding="utf-8"))["models"]]
+    assert names == ["tiny-test", "tiny-second"]
 
     # The exported checkpoint runs through the engine exactly as a user would run it.
     model = load_model(str(model_path), device="cpu")
@@ -135,3 +141,28 @@ def test_cli_reports_user_errors_in_one_line(tmp_path: Path, capsys: pytest.Capt
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("virtual-contrast-train ") for line in errors)
     assert "training config not found" in errors[0] and "not found" in errors[1] and "best.pt" in errors[2]
+
+
+def test_fine_tuning_starts_from_the_given_weights(caches: dict[str, Path], tmp_path: Path) -> None:
+    quick = {"data": {"train": str(caches["train"]), "val": None}, "sampling": {"slabs_per_epoch": 2}}
+    source = Trainer(load_config("tiny", quick), tmp_path / "source", device="cpu", progress=False)
+    save_checkpoint(tmp_path / "adc.pt", source.config.model, source.network.state_dict())
+
+    # Another modality in the third channel (FLAIR for ADC) is allowed: the weights are copied as they are.
+    flair = load_config("tiny", {**quick, "seed": 7, "init": str(tmp_path / "adc.pt"), "model": {"inputs": ["t1", "t2", "flair"]}})
+    tuned = Trainer(flair, tmp_path / "tuned", device="cpu", progress=False)
+    for (name, a), b in zip(source.network.state_dict().items(), tuned.network.state_dict().values()):
+        assert torch.equal(a, b), name
+    fresh = Trainer(load_config("tiny", {**quick, "seed": 7}), tmp_path / "fresh", device="cpu", progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(source.network.state_dict().values(), fresh.network.state_dict().values()))
+
+    # The bundled default model (width 16) cannot seed the width-4 network: a clear error, not a shape traceback.
+    with pytest.raises(InputError, match="cannot initialize from vc-hrfcn16-t1-t2-adc"):
+        Trainer(load_config("tiny", {**quick, "init": "vc-hrfcn16-t1-t2-adc"}), tmp_path / "bad", device="cpu", progress=False)
+
+
+def test_training_loads_only_the_arrays_it_uses(caches: dict[str, Path]) -> None:
+    case_id = json.loads((caches["train"] / "index.json").read_text(encoding="utf-8"))["prepared"][0]["case"]
+    case = load_case(caches["train"], case_id, ["mask", "norm_t1", "no_such_array"])
+    assert set(case) == {"mask", "norm_t1"}
+    assert np.array_equal(case["norm_t1"], load_case(caches["train"], case_id)["norm_t1"])

@@ -43,7 +43,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     cases = list_cases(args.data, args.layout)
     options = PrepareOptions(modalities=args.modalities, register=not args.no_register,
                              normalization=json.loads(args.normalization) if args.normalization else None, dtype=args.dtype)
-    index = prepare_dataset(cases, args.out, options, progress=None if args.quiet else lambda c: print(f"preparing {c}", file=sys.stderr))
+    index = prepare_dataset(cases, args.out, options, progress=None if args.quiet else lambda c: print(f"prepared {c}", file=sys.stderr),
+                            workers=args.workers)
     print(f"prepared {len(index['prepared'])} cases into {args.out}; skipped {len(index['skipped'])} (see {Path(args.out) / 'skipped.csv'})")
     return 0 if index["prepared"] else 2
 
@@ -76,7 +77,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoints(args.checkpoints, args.data, args.out, table=args.table,
                                   labels=args.labels.split(",") if args.labels else None, reference=args.reference,
-                                  device=args.device, max_cases=args.max_cases, montage=not args.no_montage, tta=args.tta)
+                                  device=args.device, max_cases=args.max_cases, montage=not args.no_montage, tta=args.tta,
+                                  overlap=args.overlap)
     print((Path(args.out) / f"table_{args.table}.md").read_text(encoding="utf-8"))
     print(f"{len(result['cases'])} cases; tables and montage in {args.out}")
     return 0
@@ -133,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true", help="skip rigid registration (data already co-registered, e.g. BraTS)")
     p.add_argument("--normalization", help="normalization spec as JSON (default: brain_percentile 0.5/99.5)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--workers", type=int, default=1, help="cases prepared in parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-cases", type=int)
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--overlap", type=float, help="slab overlap fraction (default: the engine's, 1/3)")
     p.add_argument("--no-montage", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

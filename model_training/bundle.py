@@ -3,7 +3,7 @@
 ``virtual-contrast-train bundle RUN --name NAME`` exports the run's best weights into
 ``Resources/Models/NAME.pt`` (via :func:`model_training.export.export_run`), records its SHA-256,
 size, inputs and measured CPU seconds per 192×256×192 volume in ``models.json`` (replacing an
-entry of the same name), and writes ``NAME.md``, the model card the CLI and the Slicer module show.
+entry of the same name in place), and writes ``NAME.md``, the model card the CLI and the Slicer module show.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
         f"- run `{training.get('run', '?')}`, seed {training.get('seed', '?')}, {training.get('epochs_done', '?')} epochs, "
         f"wall time {training.get('wall_time_s', 0) / 60:.1f} min on {hardware.get('device', '?')} "
         f"({hardware.get('gpu') or str(hardware.get('cpu_count', '?')) + ' CPU cores'}, torch {hardware.get('torch', '?')})",
+        *([f"- initialized from `{Path(str(init)).name}` (fine-tuned, see the description)"] if (init := training.get("config", {}).get("init")) else []),
         f"- training cases ({len(data.get('train_cases', []))}): {', '.join(data.get('train_cases', []))}",
         f"- validation cases ({len(data.get('val_cases', []))}): {', '.join(data.get('val_cases', []))}",
         f"- schedule: {schedule}",
@@ -99,7 +100,12 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
     }
     index_path = models_dir / "models.json"
     index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {"models": []}
-    index["models"] = [e for e in index["models"] if e.get("name") != name] + [entry]
+    names = [e.get("name") for e in index["models"]]
+    # Re-bundling keeps the entry's place: models.json order breaks ties when the default model is chosen.
+    if name in names:
+        index["models"][names.index(name)] = entry
+    else:
+        index["models"].append(entry)
     _write_text_atomic(index_path, json.dumps(index, indent=2) + "\n")
     return entry
 

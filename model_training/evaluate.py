@@ -56,8 +56,9 @@ def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1
             for region, values in result.items() if values.get("voxels", 1) > 0}
 
 
-def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False) -> np.ndarray:
-    """The engine's prediction for a cached case, as an array on the case grid."""
+def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False,
+                    overlap: float | None = None) -> np.ndarray:
+    """The engine's prediction for a cached case (slab ``overlap``: the engine's default), as an array on the case grid."""
     from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
     grid = {key: case[key] for key in ("spacing", "origin", "direction")}
@@ -66,7 +67,8 @@ def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto
         raise InputError(f"case {case.get('case_id', '?')} lacks {', '.join(missing)} needed by model {model.name}")
     images = {m: image_from_array(case[f"raw_{m}"], grid) for m in model.config.inputs}
     mask = image_from_array(case["mask"], grid)
-    result = synthesize(images, model, brain_mask=mask, options=SynthesisOptions(device=str(device), tta=tta))
+    options = SynthesisOptions(device=str(device), tta=tta, **({} if overlap is None else {"overlap": overlap}))
+    result = synthesize(images, model, brain_mask=mask, options=options)
     return sitk.GetArrayFromImage(result.synthetic)
 
 
@@ -103,7 +105,8 @@ def sweep_value(training: dict[str, Any], table: str) -> str:
 
 def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, table: str = "I",
                          labels: Sequence[str] | None = None, reference: str | None = None, device: str = "auto",
-                         max_cases: int | None = None, montage: bool = True, tta: bool = False) -> dict[str, Any]:
+                         max_cases: int | None = None, montage: bool = True, tta: bool = False,
+                         overlap: float | None = None) -> dict[str, Any]:
     """Run checkpoints over a prepared test set and write the table (Markdown, CSV), per-case CSV and montage."""
     from VirtualContrastLib.registry import load_model
 
@@ -126,7 +129,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
         case = load_case(cache_dir, case_id)
         results[IDENTITY].append(score(case["raw_t1"], case))
         for model, name in zip(models, names):
-            prediction = synthesize_case(model, case, device, tta)
+            prediction = synthesize_case(model, case, device, tta, overlap)
             results[name].append(score(prediction, case, model.config.target))
             if first_case is None:
                 first_predictions[name] = prediction
@@ -137,7 +140,9 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
         raise InputError(f"reference model {reference!r} is not among {names}")
     sweep = {name: sweep_value(model.training, table) for model, name in zip(models, names)}
     rows = table_rows(results, TABLES[table], reference, sweep)
-    write_table(rows, out_dir / f"table_{table}", title=f"Table {table}: {len(case_ids)} cases of {Path(cache_dir).name}, reference {reference}")
+    settings = f", slab overlap {overlap:.2f}" if overlap is not None else ""
+    write_table(rows, out_dir / f"table_{table}",
+                title=f"Table {table}: {len(case_ids)} cases of {Path(cache_dir).name}, reference {reference}{settings}")
     write_per_case(results, case_ids, out_dir / f"per_case_{table}.csv")
     if table in ("fig7", "fig9"):
         plot_sweep(rows, out_dir / f"{table}.png", xlabel="(λ1, λ3)" if table == "fig7" else "δ")

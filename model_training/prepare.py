@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import SimpleITK as sitk
@@ -144,27 +146,36 @@ def prepare_case(case: CaseFiles, options: PrepareOptions) -> dict[str, np.ndarr
     return arrays
 
 
+def _prepare_and_write(case: CaseFiles, options: PrepareOptions, out_dir: Path) -> dict[str, Any]:
+    """Prepare one case into ``out_dir``: its index entry, or ``{"case", "reason"}`` when it is skipped."""
+    start = time.perf_counter()
+    try:
+        arrays = prepare_case(case, options)
+    except (VirtualContrastError, RuntimeError, OSError, ValueError) as error:
+        # RuntimeError: SimpleITK reports unreadable files and failed registrations this way.
+        return {"case": case.case_id, "reason": str(error).splitlines()[0]}
+    np.savez_compressed(out_dir / f"{case.case_id}.npz", **arrays)
+    roles = sorted(k[len("raw_"):] for k in arrays if k.startswith("raw_"))
+    return {"case": case.case_id, "file": f"{case.case_id}.npz", "modalities": roles,
+            "labels": "labels" in arrays, "shape": list(arrays["mask"].shape),
+            "seconds": round(time.perf_counter() - start, 2), **case.info}
+
+
 def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: PrepareOptions,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Prepare every case into ``out_dir``; a case that fails is skipped and reported, not fatal."""
+                    progress: Callable[[str], None] | None = None, workers: int = 1) -> dict[str, Any]:
+    """Prepare every case into ``out_dir`` (``workers`` processes); a case that fails is skipped and reported, not fatal."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared, skipped = [], []
-    for case in cases:
-        if progress:
-            progress(case.case_id)
-        start = time.perf_counter()
-        try:
-            arrays = prepare_case(case, options)
-        except (VirtualContrastError, RuntimeError, OSError, ValueError) as error:
-            # RuntimeError: SimpleITK reports unreadable files and failed registrations this way.
-            skipped.append({"case": case.case_id, "reason": str(error).splitlines()[0]})
-            continue
-        np.savez_compressed(out_dir / f"{case.case_id}.npz", **arrays)
-        roles = sorted(k[len("raw_"):] for k in arrays if k.startswith("raw_"))
-        prepared.append({"case": case.case_id, "file": f"{case.case_id}.npz", "modalities": roles,
-                         "labels": "labels" in arrays, "shape": list(arrays["mask"].shape),
-                         "seconds": round(time.perf_counter() - start, 2), **case.info})
+    parallel = workers > 1 and len(cases) > 1
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(min(workers, len(cases))) if parallel else nullcontext() as pool:
+        pending = [pool.submit(_prepare_and_write, case, options, out_dir) if parallel else None for case in cases]
+        for case, future in zip(cases, pending):
+            results.append(future.result() if future else _prepare_and_write(case, options, out_dir))
+            if progress:
+                progress(case.case_id)
+    prepared = [r for r in results if "reason" not in r]
+    skipped = [r for r in results if "reason" in r]
     index = {
         "prepared": prepared,
         "skipped": skipped,
@@ -186,10 +197,11 @@ def load_index(cache_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_case(cache_dir: str | Path, case_id: str) -> dict[str, np.ndarray]:
-    """Load one cached case into memory."""
+def load_case(cache_dir: str | Path, case_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Load one cached case into memory: all its arrays, or only those of ``keys`` that it holds."""
     path = Path(cache_dir) / f"{case_id}.npz"
     if not path.is_file():
         raise InputError(f"cached case not found: {path}")
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        wanted = data.files if keys is None else [key for key in keys if key in data.files]
+        return {key: data[key] for key in wanted}

@@ -1,44 +1,64 @@
 #!/usr/bin/env bash
 # Rebuild the bundled models and their evaluation report from scratch on this machine:
 # phantom data (recorded seeds) -> prepared caches -> six trainings -> held-out evaluation -> bundle.
-# On 2 CPU cores this takes about 2 hours; on a GPU far less. Run from the repository root:
+# On 2 CPU cores this takes about 4 hours; on a GPU far less. Run from the repository root:
 #   bash model_training/reproduce_bundled.sh [WORKDIR]
+# STEPS picks the steps (default "data train evaluate bundle"), e.g. STEPS="evaluate bundle" on finished runs.
 set -euo pipefail
 work=${1:-data/bundled}
+steps=" ${STEPS:-data train evaluate bundle} "
 repo=$(cd "$(dirname "$0")/.." && pwd)
 train=(virtual-contrast-train)
+runs="$work/runs"
+results="$repo/model_training/results/phantom"
+models="$repo/Resources/Models"
 mkdir -p "$work"
 
+if [[ $steps == *" data "* ]]; then
 # Phantom cases: 16 with T2/ADC/FLAIR on the T1 grid, 16 with thick tilted slices (seeds 1000-1015, 1100-1115);
 # validation 2000-2003 and test 3000-3007 with thick slices. The demo's seed 0 is in none of them.
-virtual-contrast phantom --cases 16 --seed 1000 --out "$work/train"
-virtual-contrast phantom --cases 16 --seed 1100 --thick-slices --out "$work/train"
-virtual-contrast phantom --cases 4 --seed 2000 --thick-slices --out "$work/val"
-virtual-contrast phantom --cases 8 --seed 3000 --thick-slices --out "$work/test"
+workers=(--workers "${WORKERS:-$(nproc)}")
+virtual-contrast phantom --cases 16 --seed 1000 --out "$work/train" "${workers[@]}"
+virtual-contrast phantom --cases 16 --seed 1100 --thick-slices --out "$work/train" "${workers[@]}"
+virtual-contrast phantom --cases 4 --seed 2000 --thick-slices --out "$work/val" "${workers[@]}"
+virtual-contrast phantom --cases 8 --seed 3000 --thick-slices --out "$work/test" "${workers[@]}"
 for split in train val test; do
-  "${train[@]}" prepare "$work/$split" --out "$work/cache/$split" --no-register --quiet
+  "${train[@]}" prepare "$work/$split" --out "$work/cache/$split" --no-register --quiet "${workers[@]}"
 done
+fi
 
+if [[ $steps == *" train "* ]]; then
 data=(--set "data.train=$work/cache/train" --set "data.val=$work/cache/val")
-for config in phantom_lite phantom_lite_flair phantom_unet3d phantom_hrfcn_2d aux_t1_to_t2 aux_t1_to_adc; do
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "${train[@]}" train "$config" --out "$work/runs/$config" "${data[@]}"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# The FLAIR model is fine-tuned from the T1+T2+ADC model as it stands after its first 12 epochs (one cycle of the schedule).
+"${train[@]}" train phantom_lite --out "$runs/phantom_lite" --stop-after-epoch 12 "${data[@]}"
+cp "$runs/phantom_lite/state.pt" "$runs/phantom_lite/epoch12.pt"
+"${train[@]}" train phantom_lite --out "$runs/phantom_lite" --resume "${data[@]}"
+"${train[@]}" train phantom_lite_flair --out "$runs/phantom_lite_flair" --set "init=$runs/phantom_lite/epoch12.pt" "${data[@]}"
+for config in phantom_unet3d phantom_hrfcn_2d aux_t1_to_t2 aux_t1_to_adc; do
+  "${train[@]}" train "$config" --out "$runs/$config" "${data[@]}"
 done
+fi
 
-results="$repo/model_training/results/phantom"
-runs="$work/runs"
+if [[ $steps == *" evaluate "* ]]; then
 "${train[@]}" evaluate "$runs/phantom_lite/best.pt" "$runs/phantom_unet3d/best.pt" "$runs/phantom_hrfcn_2d/best.pt" \
   --labels "HR-FCN (3D),U-Net (3D),HR-FCN (2D)" --data "$work/cache/test" --table II --out "$results/table_II" --device cpu
 "${train[@]}" evaluate "$runs/phantom_lite/best.pt" "$runs/phantom_lite_flair/best.pt" \
   --labels "T1+T2+ADC,T1+T2+FLAIR" --data "$work/cache/test" --table III --out "$results/table_III" --device cpu
+# Slab overlap 2/3 (every slice predicted as a slab centre once) against the default 1/3.
+"${train[@]}" evaluate "$runs/phantom_lite/best.pt" --labels "HR-FCN (3D), overlap 2/3" --overlap 0.6667 \
+  --data "$work/cache/test" --table II --out "$results/overlap_2_3" --device cpu --no-montage
+fi
 
-models="$repo/Resources/Models"
+if [[ $steps == *" bundle "* ]]; then
 "${train[@]}" bundle "$runs/phantom_lite" --name vc-hrfcn16-t1-t2-adc --models-dir "$models" \
   --evaluation "$results/table_II/table_II.md" \
-  --description "Default model: 3D HR-FCN (width 16) from T1 + T2 + ADC, the paper's inputs; trained on physics phantoms."
+  --description "Default model: 3D HR-FCN (width 16, 3.4 M parameters) from T1 + T2 + ADC, the paper's inputs; trained on 32 physics-phantom cases on 2 CPU cores (22 epochs of 256 96x96 crops: two cycles of the paper's two-stage schedule). CPU time measured with virtual-contrast bench (bf16, overlap 1/3, no brain crop)."
 "${train[@]}" bundle "$runs/phantom_lite_flair" --name vc-hrfcn16-t1-t2-flair --models-dir "$models" \
   --evaluation "$results/table_III/table_III.md" \
-  --description "3D HR-FCN (width 16) from T1 + T2 + FLAIR (BraTS-style inputs, for data without ADC); trained on physics phantoms."
+  --description "3D HR-FCN (width 16, 3.4 M parameters) from T1 + T2 + FLAIR (BraTS-style inputs, for data without ADC): the default model after its first 12 epochs, fine-tuned for 10 epochs with FLAIR in place of ADC on the same 32 physics-phantom cases on 2 CPU cores. CPU time measured with virtual-contrast bench (bf16, overlap 1/3, no brain crop)."
 "${train[@]}" bundle "$runs/aux_t1_to_t2" --name vc-aux-t1-to-t2 --models-dir "$models" --role auxiliary \
-  --description "Auxiliary model (paper section IV-E): predicts a missing T2 from the T1; trained on physics phantoms."
+  --description "Auxiliary model (paper section IV-E): predicts a missing T2 from the T1 (HR-FCN width 8); trained on physics phantoms on 2 CPU cores."
 "${train[@]}" bundle "$runs/aux_t1_to_adc" --name vc-aux-t1-to-adc --models-dir "$models" --role auxiliary \
-  --description "Auxiliary model (paper section IV-E): predicts a missing ADC from the T1; trained on physics phantoms."
+  --description "Auxiliary model (paper section IV-E): predicts a missing ADC from the T1 (HR-FCN width 8); trained on physics phantoms on 2 CPU cores."
+fi

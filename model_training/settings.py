@@ -17,6 +17,9 @@ are merged over the parent's recursively (dicts merge, everything else replaces)
 - ``precision``: ``auto`` (bf16 on GPUs that support it, else fp16 with a GradScaler; fp32 on CPU),
   ``fp32``, ``bf16`` or ``fp16``; ``gradient_checkpointing``; ``channels_last``.
 - ``seed``, ``num_workers``, ``validation`` (``every`` epochs, ``tta``).
+- ``init``: start from the weights of a bundled model (by name, SHA-256 checked) or a checkpoint
+  file instead of a random initialization — fine-tuning. The architecture, its arguments and the
+  number of inputs must match; the inputs themselves may differ (e.g. FLAIR in place of ADC).
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     validation: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -132,6 +136,7 @@ class TrainConfig:
                 seed=int(data.get("seed", 0)),
                 num_workers=int(data.get("num_workers", 0)),
                 validation=dict(data.get("validation", {})),
+                init=str(data["init"]) if data.get("init") else None,
                 raw=copy.deepcopy(data),
             )
         except (KeyError, TypeError, ValueError) as error:

@@ -88,6 +88,20 @@ def split_cases(config: TrainConfig) -> tuple[tuple[Path, list[str]], tuple[Path
     return (train_dir, train_ids), val
 
 
+def initialize_from(network: torch.nn.Module, config: ModelConfig, source: str) -> None:
+    """Copy the weights of a bundled model or checkpoint ``source`` into ``network`` (built from ``config``)."""
+    from VirtualContrastLib.registry import load_model
+
+    loaded = load_model(source, device="cpu")
+    theirs, ours = loaded.config, config
+    same_kwargs = {k: v for k, v in theirs.arch_kwargs.items() if k != "checkpointing"} == \
+        {k: v for k, v in ours.arch_kwargs.items() if k != "checkpointing"}
+    if theirs.architecture != ours.architecture or not same_kwargs or len(theirs.inputs) != len(ours.inputs):
+        raise InputError(f"cannot initialize from {source}: it is a {theirs.architecture} {theirs.arch_kwargs} with "
+                         f"{len(theirs.inputs)} inputs, this run a {ours.architecture} {ours.arch_kwargs} with {len(ours.inputs)}")
+    network.load_state_dict(loaded.network.state_dict(), strict=True)
+
+
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device (None = fp32)."""
     if precision == "auto":
@@ -137,10 +151,15 @@ class Trainer:
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+            # Training slabs have one fixed size, so cuDNN's per-shape algorithm search pays off at once.
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
 
-        self.network = build_network(_training_model_config(config)).to(self.device)
+        self.network = build_network(_training_model_config(config))
+        if config.init:
+            initialize_from(self.network, config.model, config.init)
+        self.network = self.network.to(self.device)
         self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
         self.network = self.network.to(memory_format=self.memory_format)
         self.model = DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.distributed else self.network
@@ -188,7 +207,10 @@ class Trainer:
     # -- data ----------------------------------------------------------------------------
     def _loader(self) -> tuple[SlabDataset, DataLoader, DistributedSampler | None]:
         (train_dir, train_ids), _ = split_cases(self.config)
-        cases = [load_case(train_dir, case_id) for case_id in train_ids]
+        # Only the normalized images and the mask: the raw float32 copies would double the memory.
+        model = self.config.model
+        keys = ["case_id", "mask", *(f"norm_{m}" for m in dict.fromkeys([*model.inputs, model.target, "t1"]))]
+        cases = [load_case(train_dir, case_id, keys) for case_id in train_ids]
         dataset = SlabDataset(cases, self.config.model, self.config.sampling, in_plane_multiple(self.config.model), seed=self.config.seed)
         sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False, drop_last=True) if self.distributed else None
         loader = DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, shuffle=False, drop_last=True,

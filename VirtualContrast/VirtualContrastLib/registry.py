@@ -163,7 +163,10 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedM
 
 
 def default_model_for(modalities: Iterable[str]) -> ModelEntry:
-    """The bundled synthesis model whose inputs are all available, preferring the one using the most."""
+    """The bundled synthesis model whose inputs are all available, preferring the one using the most.
+
+    Ties go to the entry listed first in ``models.json`` (the T1+T2+ADC default before the FLAIR model).
+    """
     available = set(modalities)
     synthesis = [e for e in list_models() if e.role == "synthesis" and e.output == "t1c"]
     if not synthesis:

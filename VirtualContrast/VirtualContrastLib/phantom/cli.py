@@ -28,34 +28,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--thick-slices", action="store_true",
                         help="acquire T2, FLAIR and ADC as tilted 4-5 mm axial slices on their own grids")
     parser.add_argument("--preview", action="store_true", help="also write a PNG montage per case")
+    parser.add_argument("--workers", type=int, default=1, help="cases generated in parallel processes (default 1)")
     parser.set_defaults(func=run)
 
 
-def generate(cases: int, seed: int, out: Path, spacing: float = 1.0, thick_slices: bool = False,
-             preview: bool = False, progress: bool = True) -> list[dict[str, Path]]:
-    """Generate and write ``cases`` cases; returns the written paths of each case."""
-    from tqdm import tqdm
-
+def _generate_one(seed: int, out: Path, spacing: float, thick_slices: bool, preview: bool) -> dict[str, Path]:
     from .generate import generate_case, write_case
     from .preview import write_preview
 
+    name = case_id(seed)
+    case = generate_case(seed, spacing, thick_slices=thick_slices)
+    paths = write_case(case, out, name)
+    if preview:
+        paths["preview"] = write_preview(case, Path(out) / name / f"{name}-preview.png", title=name)
+    return paths
+
+
+def generate(cases: int, seed: int, out: Path, spacing: float = 1.0, thick_slices: bool = False,
+             preview: bool = False, progress: bool = True, workers: int = 1) -> list[dict[str, Path]]:
+    """Generate and write ``cases`` cases (in ``workers`` processes); returns the written paths of each case."""
+    from concurrent.futures import ProcessPoolExecutor
+    from contextlib import nullcontext
+
+    from tqdm import tqdm
+
     if cases < 1:
         raise InputError("--cases must be at least 1")
+    if workers < 1:
+        raise InputError("--workers must be at least 1")
     if not 0.5 <= spacing <= 6.0:
         raise InputError("--spacing must be between 0.5 and 6 mm")
+    seeds = range(seed, seed + cases)
+    parallel = workers > 1 and cases > 1
     written = []
-    for i in tqdm(range(cases), desc="phantom cases", unit="case", disable=not progress):
-        name = case_id(seed + i)
-        case = generate_case(seed + i, spacing, thick_slices=thick_slices)
-        paths = write_case(case, out, name)
-        if preview:
-            paths["preview"] = write_preview(case, Path(out) / name / f"{name}-preview.png", title=name)
-        written.append(paths)
+    with ProcessPoolExecutor(min(workers, cases)) if parallel else nullcontext() as pool:
+        pending = [pool.submit(_generate_one, s, out, spacing, thick_slices, preview) if parallel else None for s in seeds]
+        for s, future in tqdm(list(zip(seeds, pending)), desc="phantom cases", unit="case", disable=not progress):
+            written.append(future.result() if future else _generate_one(s, out, spacing, thick_slices, preview))
     return written
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``phantom`` sub-command."""
-    written = generate(args.cases, args.seed, args.out, args.spacing, args.thick_slices, args.preview)
+    written = generate(args.cases, args.seed, args.out, args.spacing, args.thick_slices, args.preview, workers=args.workers)
     print(f"wrote {len(written)} synthetic phantom case(s) to {args.out}")
     return 0
