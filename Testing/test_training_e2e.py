@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from model_training.__main__ import main
+from model_training.evaluate import evaluate_checkpoints
 from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
 from model_training.train import Trainer, train
@@ -97,6 +98,8 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
     assert [r["model"] for r in rows] == ["identity (T1)", "exported", "best"]
     assert float(rows[1]["brain_psnr_mean"]) == pytest.approx(float(rows[2]["brain_psnr_mean"]))  # same weights
     assert (results / "montage.png").stat().st_size > 1000
+    with pytest.raises(InputError, match="cannot contain a comma"):
+        evaluate_checkpoints([model_path], caches["test"], tmp_path / "unused", labels=["HR-FCN (3D)", " overlap 2/3"])
 
     # Bundling ships the run as a named model that the registry verifies, loads and describes.
     models_dir = tmp_path / "models"

@@ -128,9 +128,11 @@ def registerSampleData():
     )
 
 
-def loadPhantomSample(seed: int = 0, spacing: float = 2.0) -> dict:
-    """Generate (or reuse) the phantom case in Slicer's cache folder and load T1, T2, ADC, FLAIR and mask."""
-    from VirtualContrastLib import phantom
+def loadPhantomSample(seed: int | None = None, spacing: float = 2.0) -> dict:
+    """Generate (or reuse) the phantom case (default: the demo's) in Slicer's cache folder and load T1, T2, ADC, FLAIR and mask."""
+    from VirtualContrastLib import DEMO_SEED, phantom
+
+    seed = DEMO_SEED if seed is None else seed
 
     cacheDir = os.path.join(slicer.app.cachePath, "VirtualContrast", f"phantom-seed{seed}-{spacing:g}mm")
     caseId = "VirtualContrastPhantom"
@@ -573,7 +575,7 @@ class VirtualContrastTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         self.delayDisplay("Generating the phantom case")
-        nodes = loadPhantomSample(seed=0, spacing=2.0)
+        nodes = loadPhantomSample(spacing=2.0)
         logic = VirtualContrastLogic()
         self.delayDisplay("Synthesizing with the bundled default model")
         result = logic.process(nodes["t1"], nodes["t2"], nodes["adc"], nodes["flair"], mask=nodes["brainmask"], device="cpu")

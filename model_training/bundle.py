@@ -9,6 +9,7 @@ entry of the same name in place), and writes ``NAME.md``, the model card the CLI
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,14 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
     return entry
 
 
-def measure_cpu_seconds(run_dir: str | Path) -> float:
-    """Seconds per 192×256×192 volume of the run's architecture on this CPU (``virtual-contrast bench``)."""
+def measure_cpu_seconds(run_dir: str | Path, repeats: int = 3) -> float:
+    """Median seconds per 192×256×192 volume of the run's architecture on this CPU (``virtual-contrast bench``).
+
+    The median of several runs, because one run on a shared 2-core machine varied by half (26 to 41 s).
+    """
     from VirtualContrastLib.bench import benchmark
 
     config = load_checkpoint(Path(run_dir) / "best.pt").config
-    result = benchmark(int(config.arch_kwargs["width"]), config.architecture, len(config.inputs), device="cpu", slabs=4)
-    return float(result["seconds_per_volume"])
+    runs = [benchmark(int(config.arch_kwargs["width"]), config.architecture, len(config.inputs), device="cpu", slabs=8)
+            for _ in range(repeats)]
+    return float(statistics.median(r["seconds_per_volume"] for r in runs))

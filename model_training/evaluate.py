@@ -117,7 +117,8 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
     models = [load_model(str(path), device="cpu") for path in checkpoints]
     names = list(labels) if labels else [model_label(m) for m in models]
     if len(names) != len(models) or len(set(names)) != len(names):
-        raise InputError("give one distinct label per checkpoint")
+        raise InputError(f"give one distinct label per checkpoint: {len(models)} checkpoint(s), labels {names} "
+                         "(--labels is comma-separated, so a label cannot contain a comma)")
     for model, name in zip(models, names):
         model.name = name
     case_ids = [entry["case"] for entry in load_index(cache_dir)["prepared"]][: max_cases or None]

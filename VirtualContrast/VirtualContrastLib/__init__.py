@@ -16,3 +16,7 @@ INTENDED_USE = (
 
 #: Modalities the engine knows, in the canonical channel order used by every model.
 MODALITIES = ("t1", "t2", "adc", "flair")
+
+#: The phantom seed of the demo and of Slicer's sample data: outside every training, validation and
+#: test seed range (model_training/reproduce_bundled.sh) and, unlike many seeds, with an enhancing tumour.
+DEMO_SEED = 5

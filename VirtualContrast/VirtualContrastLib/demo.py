@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import INTENDED_USE
+from . import DEMO_SEED, INTENDED_USE
 
 #: Phantom options the demo asks for: clinical-like thick slices for T2, ADC and FLAIR.
 PHANTOM_OPTIONS: dict[str, Any] = {"thick_slices": True}
@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="synthesize a phantom case end to end and score it",
                                    description="Phantom case -> synthetic CE-T1, montage and metrics. " + INTENDED_USE)
     parser.add_argument("--out", type=Path, default=Path("vc-demo"), help="output folder (default ./vc-demo)")
-    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED,
+                        help=f"phantom seed (default {DEMO_SEED}: held out from training, with an enhancing tumour)")
     parser.add_argument("--model", help="bundled model name or checkpoint (default: the bundled model for T1+T2+ADC+FLAIR)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--spacing", type=float, default=1.0, help="phantom T1 voxel size in mm (default 1; 2-3 for a quick look)")
