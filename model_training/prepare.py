@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -28,6 +27,7 @@ import SimpleITK as sitk
 from VirtualContrastLib.config import DEFAULT_NORMALIZATION
 from VirtualContrastLib.errors import InputError, VirtualContrastError
 from VirtualContrastLib.normalization import normalize
+from VirtualContrastLib.parallel import ordered_map
 
 from .datasets import TARGET, CaseFiles
 
@@ -166,14 +166,11 @@ def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: Prepar
     """Prepare every case into ``out_dir`` (``workers`` processes); a case that fails is skipped and reported, not fatal."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parallel = workers > 1 and len(cases) > 1
     results: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(min(workers, len(cases))) if parallel else nullcontext() as pool:
-        pending = [pool.submit(_prepare_and_write, case, options, out_dir) if parallel else None for case in cases]
-        for case, future in zip(cases, pending):
-            results.append(future.result() if future else _prepare_and_write(case, options, out_dir))
-            if progress:
-                progress(case.case_id)
+    for result in ordered_map(partial(_prepare_and_write, options=options, out_dir=out_dir), cases, workers):
+        results.append(result)
+        if progress:
+            progress(result["case"])
     prepared = [r for r in results if "reason" not in r]
     skipped = [r for r in results if "reason" in r]
     index = {

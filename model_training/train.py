@@ -94,8 +94,8 @@ def initialize_from(network: torch.nn.Module, config: ModelConfig, source: str) 
 
     loaded = load_model(source, device="cpu")
     theirs, ours = loaded.config, config
-    same_kwargs = {k: v for k, v in theirs.arch_kwargs.items() if k != "checkpointing"} == \
-        {k: v for k, v in ours.arch_kwargs.items() if k != "checkpointing"}
+    # Gradient checkpointing saves memory and leaves the weights' shapes alone, so it may differ.
+    same_kwargs = dict(theirs.arch_kwargs, checkpointing=None) == dict(ours.arch_kwargs, checkpointing=None)
     if theirs.architecture != ours.architecture or not same_kwargs or len(theirs.inputs) != len(ours.inputs):
         raise InputError(f"cannot initialize from {source}: it is a {theirs.architecture} {theirs.arch_kwargs} with "
                          f"{len(theirs.inputs)} inputs, this run a {ours.architecture} {ours.arch_kwargs} with {len(ours.inputs)}")

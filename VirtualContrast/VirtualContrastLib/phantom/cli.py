@@ -47,10 +47,11 @@ def _generate_one(seed: int, out: Path, spacing: float, thick_slices: bool, prev
 def generate(cases: int, seed: int, out: Path, spacing: float = 1.0, thick_slices: bool = False,
              preview: bool = False, progress: bool = True, workers: int = 1) -> list[dict[str, Path]]:
     """Generate and write ``cases`` cases (in ``workers`` processes); returns the written paths of each case."""
-    from concurrent.futures import ProcessPoolExecutor
-    from contextlib import nullcontext
+    from functools import partial
 
     from tqdm import tqdm
+
+    from ..parallel import ordered_map
 
     if cases < 1:
         raise InputError("--cases must be at least 1")
@@ -58,14 +59,9 @@ def generate(cases: int, seed: int, out: Path, spacing: float = 1.0, thick_slice
         raise InputError("--workers must be at least 1")
     if not 0.5 <= spacing <= 6.0:
         raise InputError("--spacing must be between 0.5 and 6 mm")
-    seeds = range(seed, seed + cases)
-    parallel = workers > 1 and cases > 1
-    written = []
-    with ProcessPoolExecutor(min(workers, cases)) if parallel else nullcontext() as pool:
-        pending = [pool.submit(_generate_one, s, out, spacing, thick_slices, preview) if parallel else None for s in seeds]
-        for s, future in tqdm(list(zip(seeds, pending)), desc="phantom cases", unit="case", disable=not progress):
-            written.append(future.result() if future else _generate_one(s, out, spacing, thick_slices, preview))
-    return written
+    one = partial(_generate_one, out=out, spacing=spacing, thick_slices=thick_slices, preview=preview)
+    results = ordered_map(one, range(seed, seed + cases), workers)
+    return list(tqdm(results, total=cases, desc="phantom cases", unit="case", disable=not progress))
 
 
 def run(args: argparse.Namespace) -> int:
