@@ -23,6 +23,7 @@ from VirtualContrastLib.checkpoints import save_checkpoint  # noqa: E402
 from VirtualContrastLib.config import ModelConfig  # noqa: E402
 from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError  # noqa: E402
 from VirtualContrastSlicerLib import inputs, outputs  # noqa: E402
+from VirtualContrastSlicerLib.models import ModelCatalog  # noqa: E402
 from VirtualContrastSlicerLib.logic import SynthesisLogic, SynthesisSettings, parseProgressLine  # noqa: E402
 from VirtualContrastSlicerLib.volumes import (  # noqa: E402
     ijkToRasFromNode,
@@ -208,29 +209,75 @@ def test_selected_output_nodes_are_overwritten_not_duplicated(scene):
     np.testing.assert_allclose(ijkToRasFromNode(mine), ijkToRasFromNode(t1), atol=1e-6)
 
 
-def test_display_layers_colours_and_opacity(scene):
+def test_result_is_shown_with_its_own_overlay_and_only_over_results(scene):
     compositeNodes = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
     t1 = _volume(scene, "T1", _head(), np.eye(4))
-    result = SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {}, "tiny", [])
+    first = SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {}, "tiny", [])
+    second = SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {}, "tiny", [])
 
-    outputs.showInSliceViews(result.synthetic, result.subtraction, 0.35)
+    outputs.showResult(first.synthetic, "subtraction", 0.35)
     for composite in compositeNodes:
-        assert composite.GetBackgroundVolumeID() == result.synthetic.GetID()
-        assert composite.GetForegroundVolumeID() == result.subtraction.GetID()
+        assert composite.GetBackgroundVolumeID() == first.synthetic.GetID()
+        assert composite.GetForegroundVolumeID() == first.subtraction.GetID()
         assert composite.GetForegroundOpacity() == pytest.approx(0.35)
-    outputs.setOverlayOpacity(0.8)
-    assert all(c.GetForegroundOpacity() == pytest.approx(0.8) for c in compositeNodes)
-    assert all(c.GetBackgroundVolumeID() == result.synthetic.GetID() for c in compositeNodes)
+
+    # one view shows another patient's T1, one the second result: each keeps what belongs to it
+    other = _volume(scene, "other patient T1", _head(seed=4), np.eye(4))
+    compositeNodes[1].SetBackgroundVolumeID(other.GetID())
+    compositeNodes[1].SetForegroundVolumeID(None)
+    compositeNodes[2].SetBackgroundVolumeID(second.synthetic.GetID())
+    assert outputs.applyOverlay(scene, "subtraction", 0.8) == 2
+    assert compositeNodes[0].GetForegroundVolumeID() == first.subtraction.GetID()
+    assert compositeNodes[1].GetForegroundVolumeID() is None
+    assert compositeNodes[1].GetForegroundOpacity() != pytest.approx(0.8)
+    assert compositeNodes[2].GetForegroundVolumeID() == second.subtraction.GetID()
+    assert outputs.applyOverlay(scene, "none", 0.8) == 2
+    assert all(c.GetForegroundVolumeID() is None for c in compositeNodes)
+
+
+def test_subtraction_overlay_colours_enhancement_only(scene):
+    t1 = _volume(scene, "T1", _head(), np.eye(4))
+    images = _resultImages(t1)
+    result = SynthesisLogic(scene).storeResults(images, t1, {}, "tiny", [])
 
     display = result.subtraction.GetDisplayNode()
     colour = scene.GetNodeByID(display.GetColorNodeID())
-    assert colour.GetName() == outputs.FALLBACK_DIVERGING_COLOR_NAME  # no file-based tables in slicer-core
-    assert display.GetAutoWindowLevel() == 0
-    assert display.GetWindowLevelMin() == pytest.approx(-display.GetWindowLevelMax())
-    assert display.GetWindowLevelMax() > 0
+    assert colour.GetName() == outputs.ENHANCEMENT_COLOR_NAME
+    values = slicer.util.arrayFromVolume(result.subtraction)
+    top = np.percentile(values[values > 0], 99)
+    assert display.GetAutoWindowLevel() == 0 and display.GetWindowLevelMax() == pytest.approx(top, rel=1e-4)
+    # 0 (non-enhancing) and negative values fall below the threshold: the slice views draw them transparent
+    assert display.GetApplyThreshold() == 1 and display.GetAutoThreshold() == 0
+    assert 0 < display.GetLowerThreshold() < top
+    assert display.GetUpperThreshold() >= values.max()
     # the colour node is reused, not duplicated, on the next run
     SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {}, "tiny", [])
-    assert len([n for n in scene.GetNodesByName(outputs.FALLBACK_DIVERGING_COLOR_NAME)]) == 1
+    assert len([n for n in scene.GetNodesByName(outputs.ENHANCEMENT_COLOR_NAME)]) == 1
+
+
+def test_outputs_that_are_inputs_or_shared_are_refused_before_any_work(scene):
+    t1, t2 = _volume(scene, "T1", _head(), np.eye(4)), _volume(scene, "T2", _head(seed=2), np.eye(4))
+    mine = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine")
+    logic = SynthesisLogic(scene)
+    inputNodes = {"t1": t1, "t2": t2}
+    assert logic.outputProblem(inputNodes, None, {"synthetic": mine, "subtraction": None}) is None
+    assert "T1 input" in logic.outputProblem(inputNodes, None, {"synthetic": t1})
+    assert "BRAIN MASK input" in logic.outputProblem(inputNodes, mine, {"subtraction": mine})
+    assert "same volume" in logic.outputProblem(inputNodes, None, {"synthetic": mine, "subtraction": mine})
+    before = slicer.util.arrayFromVolume(t1).copy()
+    with pytest.raises(InputError, match="T2 input"):
+        logic.start(inputNodes, None, SynthesisSettings(device="cpu"), {"synthetic": t2})
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(t1), before)
+    assert t2.GetName() == "T2"
+
+
+def test_an_output_deleted_during_the_run_gets_a_new_node(scene):
+    t1 = _volume(scene, "T1", _head(), np.eye(4))
+    chosen = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "chosen")
+    scene.RemoveNode(chosen)
+    result = SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {"synthetic": chosen}, "tiny", [])
+    assert result.synthetic is not chosen and scene.IsNodePresent(result.synthetic)
+    assert any("deleted" in note for note in result.notes)
 
 
 # -- inputs, progress ----------------------------------------------------------------------------
@@ -241,8 +288,30 @@ def test_inputs_are_preselected_by_name():
              "5": "ADC_map", "6": "T1_synthetic_CE", "7": "T1 post gad"}
     assert inputs.autoAssign(names, {}) == {"t1": "2", "t2": "4", "adc": "5", "flair": "3"}
     assert inputs.autoAssign({"1": "FLAIR", "2": "T2"}, {"t2": "9"}) == {"flair": "1"}
-    assert not inputs.matchesModality("T1_CE", "t1") and not inputs.matchesModality("t1_gad", "t1")
     assert inputs.matchesModality("sub-01_T1w", "t1")
+
+
+@pytest.mark.parametrize("name", ["T1_post", "T1+C", "T1 POST GD", "t1Gd", "AX T1 FS POST", "T1-MPRAGE-post", "T1_CE",
+                                  "t1_gad", "CE-T1", "Phantom_true_CE_T1", "T1 contrast"])
+def test_post_contrast_scans_are_never_taken_as_the_pre_contrast_t1(name):
+    assert not inputs.matchesModality(name, "t1")
+    assert inputs.autoAssign({"1": name}, {}) == {}
+
+
+@pytest.mark.parametrize("name", ["T2*", "T2 star GRE", "t2star", "SWI"])
+def test_t2_star_is_not_taken_as_t2(name):
+    assert not inputs.matchesModality(name, "t2")
+
+
+def test_an_exact_name_wins_and_the_panel_says_what_was_automatic():
+    names = {"1": "T1_MPRAGE_nav", "2": "T1", "3": "T2 star GRE", "4": "T2"}
+    chosen = inputs.autoAssign(names, {})
+    assert chosen == {"t1": "2", "t2": "4"}
+    note = inputs.autoAssignmentNote(chosen, {"t1": "2", "t2": "4"}, names)
+    assert "automatically" in note and "T1 = 'T1'" in note and "T2 = 'T2'" in note
+    # a selection the user changed is no longer reported as automatic
+    assert "T1 =" not in inputs.autoAssignmentNote(chosen, {"t1": "1", "t2": "4"}, names)
+    assert inputs.autoAssignmentNote(chosen, {"t1": "1", "t2": None}, names) == ""
 
 
 def test_progress_lines_of_the_engine_are_parsed():

@@ -1,76 +1,350 @@
-"""The Slicer module file: imports, GUI/parameter-node consistency, packaging lists.
+"""The Slicer module file against Slicer's own Python, for each supported Slicer release.
 
-``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and
-``slicer.i18n`` are replaced by the stand-ins in ``Testing/stubs/`` because they need a running Qt
-application, which pytest does not have. Everything else is real: slicer-core's MRML classes and
-``slicer.util``, VTK, the engine. The import runs in a subprocess so the stand-ins never enter
-this test process (other suites use the real slicer-core).
+``../shared/slicer-python/<tag>/`` holds Slicer's unmodified ``slicer.parameterNodeWrapper``,
+``slicer.ScriptedLoadableModule``, ``slicer.i18n``, ``slicer.packaging`` (5.12) and ``SampleData``
+(README there). They are loaded on top of the real MRML and ``slicer.util`` of the ``slicer-core``
+wheel; only ``qt`` and ``ctk`` (Testing/stubs/, they need a Qt application) are stood in for.
+A second set of tests imports the module under the Python of each Slicer release (3.9 for 5.8,
+3.12 for 5.10+).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import typing
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
-import slicer  # noqa: F401  (slicer-core is a test dependency: fail, do not skip, when absent)
+import slicer  # slicer-core is a test dependency: fail, do not skip, when absent
+from test_slicer_logic import tinyCheckpoint  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "VirtualContrast"
 MODULE_FILE = MODULE_DIR / "VirtualContrast.py"
 UI_FILE = ROOT / "Resources" / "UI" / "VirtualContrast.ui"
 STUBS = Path(__file__).resolve().parent / "stubs"
+SLICER_PYTHON = ROOT.parent / "shared" / "slicer-python"
 
-_PROBE = """
-import json, sys, typing
-import VirtualContrast as module
-hints = typing.get_type_hints(module.VirtualContrastParameterNode, include_extras=True)
-print(json.dumps({
-    "fields": sorted(hints),
-    "torch_loaded": "torch" in sys.modules,
-    "classes": [name for name in ("VirtualContrast", "VirtualContrastWidget", "VirtualContrastLogic", "VirtualContrastTest")
-                if hasattr(module, name)],
-    "resource": module.moduleResourcePath("UI/VirtualContrast.ui"),
-}))
+#: Slicer release tag -> the Python of that release (major, minor).
+RELEASES = {"v5.8.1": (3, 9), "v5.12.3": (3, 12)}
+#: Slicer's Python files loaded from ../shared/slicer-python/<tag>/slicer (packaging exists from 5.10 on).
+REAL_SLICER_SUBMODULES = ("i18n", "parameterNodeWrapper", "ScriptedLoadableModule", "packaging")
+#: Modules this file puts into sys.modules and removes again (other suites use plain slicer-core).
+_TRANSIENT = ("qt", "ctk", "_qtstandin", "SampleData", "VirtualContrast") + tuple(f"slicer.{n}" for n in REAL_SLICER_SUBMODULES)
+
+
+def _releaseFolder(tag: str) -> Path:
+    folder = SLICER_PYTHON / tag
+    if not folder.is_dir():
+        pytest.skip(f"Slicer's own Python is not here ({folder}); it is in ../shared in CI")
+    return folder
+
+
+def _loadFile(name: str, path: Path, package: bool = False) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        name, path / "__init__.py" if package else path, submodule_search_locations=[str(path)] if package else None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _slicerWidgetClassNames(folder: Path) -> set[str]:
+    """Slicer's Qt widget classes (``slicer.qMRMLNodeComboBox``, ...) that this release's Python files use."""
+    names = set()
+    for path in [*folder.rglob("*.py"), MODULE_FILE]:
+        names |= set(re.findall(r"\bslicer\.(q(?:MRML|Slicer)\w+)", path.read_text(encoding="utf-8")))
+    return {name for name in names if not hasattr(slicer, name)}
+
+
+@contextlib.contextmanager
+def slicerRelease(tag: str):
+    """Slicer's real Python of ``tag`` on slicer-core's MRML, with qt/ctk stand-ins; undone on exit."""
+    folder = _releaseFolder(tag)
+    savedPath = list(sys.path)
+    sys.path[:0] = [str(STUBS), str(MODULE_DIR), str(folder / "SampleData")]
+    hadModules = hasattr(slicer, "modules")
+    widgetClasses = _slicerWidgetClassNames(folder)
+    try:
+        if not hadModules:
+            # Slicer's application fills this namespace with module objects; SampleData keeps its sources there
+            slicer.modules = types.SimpleNamespace()
+        from _qtstandin import standInModuleGetattr
+
+        widgetStandIn = standInModuleGetattr("slicer")
+        for name in widgetClasses:
+            setattr(slicer, name, widgetStandIn(name))
+        for name in REAL_SLICER_SUBMODULES:
+            path = folder / "slicer" / name
+            if path.is_dir() or path.with_suffix(".py").is_file():
+                module = _loadFile(f"slicer.{name}", path if path.is_dir() else path.with_suffix(".py"), package=path.is_dir())
+                setattr(slicer, name, module)
+        yield
+    finally:
+        sys.path[:] = savedPath
+        for name in list(sys.modules):
+            if name.split(".")[0] in _TRANSIENT or any(name == t or name.startswith(t + ".") for t in _TRANSIENT):
+                del sys.modules[name]
+        for name in (*REAL_SLICER_SUBMODULES, *widgetClasses):
+            if name in vars(slicer):
+                delattr(slicer, name)
+        if not hadModules:
+            del slicer.modules
+
+
+@pytest.fixture(params=list(RELEASES), scope="module")
+def release(request):
+    """The module file imported with one Slicer release's own Python."""
+    with slicerRelease(request.param):
+        import SampleData
+        import VirtualContrast
+
+        yield types.SimpleNamespace(tag=request.param, module=VirtualContrast, SampleData=SampleData)
+
+
+@pytest.fixture
+def scene(release):
+    """A fresh MRML scene installed as ``slicer.mrmlScene``."""
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    yield scene
+    scene.Clear(1)
+
+
+def _volume(name: str, shape=(10, 12, 14), nodeClass: str = "vtkMRMLScalarVolumeNode"):
+    k, j, i = np.indices(shape, dtype=float)
+    centre = (np.array(shape) - 1) / 2
+    inside = ((k - centre[0]) / (0.4 * shape[0])) ** 2 + ((j - centre[1]) / (0.4 * shape[1])) ** 2 + ((i - centre[2]) / (0.4 * shape[2])) ** 2 <= 1
+    rng = np.random.default_rng(len(name))
+    array = (inside * (100 + 20 * rng.random(shape))).astype(np.float32 if nodeClass == "vtkMRMLScalarVolumeNode" else np.uint8)
+    ijkToRas = np.diag([3.0, 3.0, 3.0, 1.0])
+    return slicer.util.addVolumeFromArray(array, ijkToRas, name=name, nodeClassName=nodeClass)
+
+
+# -- the module file with Slicer's real parameter node wrapper -----------------------------------------------
+
+
+def test_module_imports_without_torch(release):
+    names = ("VirtualContrast", "VirtualContrastWidget", "VirtualContrastLogic", "VirtualContrastTest")
+    assert all(hasattr(release.module, name) for name in names)
+    assert release.module.slicer.parameterNodeWrapper.isParameterNodeWrapper(release.module.VirtualContrastParameterNode)
+    assert "torch" not in sys.modules or "VirtualContrast" not in str(getattr(sys.modules["torch"], "__file__", ""))
+
+
+def test_parameter_node_is_created_with_its_defaults(release, scene):
+    parameterNode = release.module.VirtualContrastLogic().getParameterNode()
+    assert parameterNode.parameterNode.GetAttribute("ModuleName") == "VirtualContrast"
+    assert parameterNode.brainMask is None and parameterNode.t1 is None
+    assert parameterNode.model == release.module.AUTOMATIC_MODEL
+    assert parameterNode.device == "auto" and parameterNode.missingPolicy == "error"
+    # the same node is found again, not a second one
+    release.module.VirtualContrastLogic().getParameterNode()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
+
+
+def _valueFor(release, name: str, info, nodes: dict):
+    """A non-default value for every parameter the wrapper declares."""
+    from typing import get_args
+
+    pnw = slicer.parameterNodeWrapper
+    base, annotations = pnw.splitAnnotations(info.unalteredType)
+    if pnw.isNodeOrUnionOfNodes(info.unalteredType):
+        return nodes["segmentation" if name == "brainMask" else name]
+    choice = pnw.findFirstAnnotation(annotations, pnw.Choice)
+    if choice is not None:
+        return [c for c in choice.choices if c != info.default.value][0]
+    span = pnw.findFirstAnnotation(annotations, pnw.WithinRange)
+    if span is not None:
+        return (span.minimum + span.maximum) / 2
+    if base is bool:
+        return not info.default.value
+    assert base is str, f"no test value for parameter {name} ({base}, {get_args(base)})"
+    return "vc-hrfcn16-t1-t2-adc"
+
+
+def test_every_parameter_is_written_and_read_back(release, scene):
+    parameterNode = release.module.VirtualContrastLogic().getParameterNode()
+    nodes = {name: _volume(name) for name in ("t1", "t2", "adc", "flair", "outputVolume", "subtractionVolume", "uncertaintyVolume")}
+    nodes["segmentation"] = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mask")
+    parameters = type(parameterNode).allParameters
+    assert {"t1", "t2", "adc", "flair", "brainMask", "model", "device", "overlay"} <= set(parameters)
+
+    written = {name: _valueFor(release, name, info, nodes) for name, info in parameters.items()}
+    for name, value in written.items():
+        setattr(parameterNode, name, value)
+    # read back through a second wrapper of the same MRML node: the values are in the scene, not in Python
+    again = type(parameterNode)(parameterNode.parameterNode)
+    for name, value in written.items():
+        assert getattr(again, name) == value, name
+
+    # the mask may be a label map, a scalar volume, a segmentation or nothing
+    for mask in (_volume("label", nodeClass="vtkMRMLLabelMapVolumeNode"), nodes["t2"], nodes["segmentation"], None):
+        parameterNode.brainMask = mask
+        assert again.brainMask is mask
+    with pytest.raises(ValueError):
+        parameterNode.device = "abacus"
+
+
+def test_the_logic_runs_from_the_parameter_node(release, scene, tinyCheckpoint):
+    logic = release.module.VirtualContrastLogic()
+    parameterNode = logic.getParameterNode()
+    parameterNode.t1, parameterNode.t2 = _volume("case_T1"), _volume("case_T2")
+    parameterNode.model = str(tinyCheckpoint)
+    parameterNode.device = "cpu"
+    request = logic.requestFromParameters(parameterNode)
+    result = logic.runInProcess(request.inputNodes, request.maskNode, request.settings, request.outputs)
+    t1 = parameterNode.t1
+    for node in (result.synthetic, result.subtraction):
+        assert node.GetImageData().GetDimensions() == t1.GetImageData().GetDimensions()
+        assert node.GetAttribute("VirtualContrast.Synthetic") == "true"
+    assert result.modelName == "tiny"
+
+
+# -- the module under the Python of each Slicer release -------------------------------------------------------
+
+_FOREIGN_PROBE = r'''
+"""Import the module file under this interpreter with the release's own Slicer Python.
+
+Packages that a bare interpreter lacks (numpy, SimpleITK, vtk, scipy, ... and slicer-core's compiled MRML)
+get do-nothing stand-ins so that every line Python executes at import runs: module code, decorators,
+class bodies and the annotations evaluated in them (a '|' union fails here on 3.9).
 """
+import importlib.abc, importlib.machinery, json, sys, types
+
+tagFolder, stubs, moduleDir, thirdParty = sys.argv[1], sys.argv[2], sys.argv[3], set(json.loads(sys.argv[4]))
+sys.path[:0] = [stubs, moduleDir]
+from _qtstandin import QtStandIn, standInModuleGetattr
 
 
-@pytest.fixture(scope="module")
-def imported() -> dict:
-    """Import the module file with the Qt stand-ins in a fresh interpreter and report on it."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(STUBS), str(MODULE_DIR), env.get("PYTHONPATH", "")])
-    completed = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+class AbsentPackage(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Last on the meta path: a stand-in for a third-party package the module uses and this interpreter lacks."""
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] not in thirdParty:
+            return None
+        return importlib.machinery.ModuleSpec(name, self, is_package=True)
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__getattr__ = standInModuleGetattr(spec.name)
+        return module
+    def exec_module(self, module):
+        pass
 
 
-def _ui_widgets() -> dict[str, ET.Element]:
+sys.meta_path.append(AbsentPackage())
+stubbed = []
+
+# the 'slicer' package: this release's own Python files; only the compiled MRML classes are stood in for
+slicerPackage = types.ModuleType("slicer")
+slicerPackage.__path__ = [tagFolder + "/slicer"]
+
+
+class vtkMRMLNode(QtStandIn):
+    """Stand-in for slicer-core's compiled MRML base class (absent from a bare interpreter)."""
+
+
+widgetStandIn = standInModuleGetattr("slicer")
+
+
+def mrml(name):
+    if name.startswith("vtkMRML"):
+        return type(name, (vtkMRMLNode,), {})
+    if name.startswith(("qMRML", "qSlicer")):
+        return widgetStandIn(name)  # Slicer's Qt widget classes
+    raise AttributeError(name)
+
+
+slicerPackage.vtkMRMLNode = vtkMRMLNode
+slicerPackage.__getattr__ = mrml
+sys.modules["slicer"] = slicerPackage
+
+import importlib, pkgutil
+import VirtualContrast
+import VirtualContrastSlicerLib
+for info in pkgutil.iter_modules(VirtualContrastSlicerLib.__path__):
+    importlib.import_module("VirtualContrastSlicerLib." + info.name)
+print(json.dumps({"version": list(sys.version_info[:2]),
+                  "wrapped": sys.modules["slicer.parameterNodeWrapper"].isParameterNodeWrapper(VirtualContrast.VirtualContrastParameterNode)}))
+'''
+
+
+def _interpreter(version: tuple[int, int]) -> str | None:
+    """An interpreter of that Python version: pyenv's (as on the build machines), else one on PATH."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = sorted(str(p / "bin" / "python") for p in pyenv.glob(f"{version[0]}.{version[1]}.*")) if pyenv.is_dir() else []
+    candidates.append(shutil.which(f"python{version[0]}.{version[1]}"))
+    for candidate in filter(None, candidates):
+        # a pyenv shim exists on PATH even when it cannot run that version: ask the interpreter itself
+        check = subprocess.run([candidate, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True)
+        if check.returncode == 0 and check.stdout.split() == [str(v) for v in version]:
+            return candidate
+    return None
+
+
+def _thirdPartyImports() -> set[str]:
+    """Top-level packages imported anywhere in the module folder that are neither the standard library nor ours."""
+    import ast
+
+    names = set()
+    for path in MODULE_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module.split(".")[0])
+    ours = {"VirtualContrast", "VirtualContrastLib", "VirtualContrastSlicerLib", "slicer", "SampleData", "PyTorchUtils"}
+    return names - set(sys.stdlib_module_names) - ours
+
+
+@pytest.mark.parametrize("tag", list(RELEASES))
+def test_module_imports_under_the_python_of_each_release(tag, tmp_path):
+    folder = _releaseFolder(tag)
+    version = RELEASES[tag]
+    python = _interpreter(version)
+    if python is None:
+        pytest.skip(f"no Python {version[0]}.{version[1]} interpreter here to check Slicer {tag}")
+    probe = tmp_path / "probe.py"
+    probe.write_text(_FOREIGN_PROBE, encoding="utf-8")
+    completed = subprocess.run([python, "-X", "pycache_prefix=" + str(tmp_path / "pycache"), str(probe), str(folder), str(STUBS),
+                                str(MODULE_DIR), json.dumps(sorted(_thirdPartyImports()))],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report == {"version": list(version), "wrapped": True}
+
+
+# -- the .ui, the CMake lists, the extension metadata ---------------------------------------------------------
+
+
+def _uiWidgets() -> dict[str, ET.Element]:
     return {w.get("name"): w for w in ET.parse(UI_FILE).getroot().iter("widget")}
 
 
-def _parameter_names() -> dict[str, str]:
+def _widgetProperty(widget: ET.Element, name: str) -> ET.Element | None:
+    return next((p for p in widget.findall("property") if p.get("name") == name), None)
+
+
+def _parameterNames() -> dict[str, str]:
     names = {}
-    for name, widget in _ui_widgets().items():
-        for prop in widget.findall("property"):
-            if prop.get("name") == "SlicerParameterName":
-                names[name] = prop.findtext("string")
+    for name, widget in _uiWidgets().items():
+        prop = _widgetProperty(widget, "SlicerParameterName")
+        if prop is not None:
+            names[name] = prop.findtext("string")
     return names
 
 
-def test_module_imports_without_torch(imported):
-    assert imported["classes"] == ["VirtualContrast", "VirtualContrastWidget", "VirtualContrastLogic", "VirtualContrastTest"]
-    assert imported["torch_loaded"] is False
-
-
-def test_resources_are_found_in_the_source_tree(imported):
-    assert Path(imported["resource"]) == UI_FILE
+def test_resources_are_found_in_the_source_tree(release):
+    assert Path(release.module.moduleResourcePath("UI/VirtualContrast.ui")) == UI_FILE
 
 
 def test_every_widget_the_code_uses_exists_in_the_ui():
@@ -79,34 +353,43 @@ def test_every_widget_the_code_uses_exists_in_the_ui():
     # names built from the modality (getattr(self.ui, f"{modality}Selector"), ...Label)
     if 'f"{modality}Selector"' in source:
         used |= {f"{m}{suffix}" for m in ("t1", "t2", "adc", "flair") for suffix in ("Selector", "Label")}
-    missing = sorted(used - set(_ui_widgets()))
+    missing = sorted(used - set(_uiWidgets()))
     assert not missing, f"widgets used in VirtualContrast.py but absent from the .ui: {missing}"
     assert len(used) > 10
 
 
-def test_every_parameter_name_in_the_ui_is_a_wrapper_field(imported):
-    names = _parameter_names()
+def test_every_parameter_name_in_the_ui_is_a_wrapper_field(release):
+    names = _parameterNames()
     assert names, "the .ui binds no widget to the parameter node"
-    unknown = sorted(set(names.values()) - set(imported["fields"]))
+    fields = set(release.module.VirtualContrastParameterNode.allParameters)
+    unknown = sorted(set(names.values()) - fields)
     assert not unknown, f"SlicerParameterName values without a parameter node field: {unknown}"
     assert len(set(names.values())) == len(names), "two widgets bind the same parameter"
 
 
+def test_input_selectors_offer_plain_scalar_volumes_only():
+    widgets = _uiWidgets()
+    for modality in ("t1", "t2", "adc", "flair"):
+        selector = widgets[f"{modality}Selector"]
+        assert _widgetProperty(selector, "nodeTypes").find("stringlist").findtext("string") == "vtkMRMLScalarVolumeNode"
+        # label maps, DWI/DTI and vector volumes are subclasses of vtkMRMLScalarVolumeNode
+        assert _widgetProperty(selector, "showChildNodeTypes").findtext("bool") == "false", modality
+
+
 def test_input_selectors_are_connected_to_the_scene():
     root = ET.parse(UI_FILE).getroot()
-    selectors = {n for n, w in _ui_widgets().items() if w.get("class") == "qMRMLNodeComboBox"}
+    selectors = {n for n, w in _uiWidgets().items() if w.get("class") == "qMRMLNodeComboBox"}
     connected = {c.findtext("receiver") for c in root.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     assert selectors and selectors <= connected
     assert root.find("widget").get("class") == "qMRMLWidget"
 
 
 def test_research_use_label_is_visible():
-    label = _ui_widgets()["researchUseLabel"]
-    text = next(p.findtext("string") for p in label.findall("property") if p.get("name") == "text")
+    text = _widgetProperty(_uiWidgets()["researchUseLabel"], "text").findtext("string")
     assert "research use only" in text and "not for diagnosis" in text
 
 
-def _cmake_list(variable: str) -> set[str]:
+def _cmakeList(variable: str) -> set[str]:
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
     assert match, f"{variable} not found in VirtualContrast/CMakeLists.txt"
@@ -114,7 +397,7 @@ def _cmake_list(variable: str) -> set[str]:
 
 
 def test_cmake_lists_every_python_file():
-    listed = _cmake_list("MODULE_PYTHON_SCRIPTS")
+    listed = _cmakeList("MODULE_PYTHON_SCRIPTS")
     expected = {"${MODULE_NAME}.py"} | {
         p.relative_to(MODULE_DIR).as_posix()
         for package in ("VirtualContrastLib", "VirtualContrastSlicerLib")
@@ -125,7 +408,7 @@ def test_cmake_lists_every_python_file():
 
 
 def test_cmake_lists_every_resource_file():
-    listed = _cmake_list("MODULE_RESOURCE_FILES")
+    listed = _cmakeList("MODULE_RESOURCE_FILES")
     resources = ROOT / "Resources"
     expected = {p.relative_to(resources).as_posix() for p in resources.rglob("*") if p.is_file()}
     assert {"UI/VirtualContrast.ui", "Icons/VirtualContrast.png", "Models/models.json"} <= expected
@@ -133,12 +416,45 @@ def test_cmake_lists_every_resource_file():
     assert sorted(listed - expected) == [], "MODULE_RESOURCE_FILES lists files that do not exist"
 
 
+def _cmakeSetting(name: str) -> str:
+    match = re.search(rf'set\({name}\s+"([^"]*)"', (ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
+    assert match, f"{name} is not set in CMakeLists.txt"
+    return match.group(1)
+
+
+def _repositoryFile(url: str) -> Path:
+    """The file a raw.githubusercontent.com URL of this repository's main branch points to."""
+    match = re.fullmatch(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/main/(.+)", url)
+    assert match, url
+    return ROOT / match.group(1)
+
+
 def test_extension_metadata():
     text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
-    assert 'EXTENSION_DEPENDS "PyTorch"' in text
-    assert 'EXTENSION_CATEGORY "Image Synthesis"' in text
+    assert _cmakeSetting("EXTENSION_DEPENDS") == "PyTorch"
+    assert _cmakeSetting("EXTENSION_CATEGORY") == "Image Synthesis"
     assert "add_subdirectory(VirtualContrast)" in text
     assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
+    # packages carry this licence and README, not Slicer's
+    assert (ROOT / _cmakeSetting("EXTENSION_LICENSE_FILE").replace("${CMAKE_CURRENT_SOURCE_DIR}/", "")).is_file()
+    assert (ROOT / _cmakeSetting("EXTENSION_README_FILE").replace("${CMAKE_CURRENT_SOURCE_DIR}/", "")).is_file()
+    assert _repositoryFile(_cmakeSetting("EXTENSION_ICONURL")).is_file()
+    for url in _cmakeSetting("EXTENSION_SCREENSHOTURLS").split():
+        assert _repositoryFile(url).is_file(), url
+    # every contributor names an organisation in parentheses, as the Extensions Index shows them
+    for contributor in _cmakeSetting("EXTENSION_CONTRIBUTORS").split(","):
+        assert re.fullmatch(r"[^()]+\([^()]+\)", contributor.strip()), contributor
+
+
+def test_extension_catalogue_entry():
+    entry = json.loads((ROOT / "VirtualContrast.json").read_text(encoding="utf-8"))
+    assert entry["$schema"].rstrip("#").endswith("slicer-extension-catalog-entry-schema-v1.0.1.json")
+    # the schema allows no other properties (description, homepage, ... live in CMakeLists.txt)
+    assert set(entry) <= {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type", "scm_url", "tier"}
+    assert entry["build_dependencies"] == ["PyTorch"]
+    assert entry["category"] == _cmakeSetting("EXTENSION_CATEGORY")
+    assert entry["scm_url"].startswith("https://github.com/") and entry["scm_revision"]
+    assert entry["tier"] in (1, 3, 5)
 
 
 def test_icon_is_128_pixels():

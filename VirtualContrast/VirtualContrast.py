@@ -1,16 +1,22 @@
 """VirtualContrast: synthetic contrast-enhanced T1 brain MRI from pre-contrast scans, in 3D Slicer.
 
-The Slicer classes only: the engine is ``VirtualContrastLib`` and the MRML side (node <-> image
-conversion, output nodes, the background process) is ``VirtualContrastSlicerLib``. torch is
-imported only when a synthesis runs, never when the module loads.
+The Slicer classes only, a thin GUI as in Slicer's module template: the engine is ``VirtualContrastLib``
+and the testable Slicer side (node <-> image conversion, output nodes and overlays, model choice and run
+plans, dependencies, the background process, sample data, option lists) is ``VirtualContrastSlicerLib``.
+torch is imported only when a synthesis runs, never when the module loads. Runs under Slicer 5.8
+(Python 3.9) to 5.12: no ``X | None`` in annotations that Python evaluates.
 """
 
 import html
+import importlib
 import logging
 import os
+import sys
+import unittest
+from pathlib import Path
 from typing import Annotated, Union
 
-import ctk
+import ctk  # noqa: F401  (the .ui's CTK widgets need PythonQt's ctk loaded)
 import qt
 import vtk
 
@@ -27,22 +33,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from VirtualContrastLib import INTENDED_USE, MODALITIES, __version__
-from VirtualContrastLib.errors import CancelledError, CheckpointError, VirtualContrastError
-from VirtualContrastSlicerLib import dependencies, inputs, outputs
+from VirtualContrastLib.errors import CancelledError, CheckpointError, InputError, VirtualContrastError
+from VirtualContrastSlicerLib import choices, dependencies, inputs, outputs, sample
 from VirtualContrastSlicerLib.logic import SynthesisLogic, SynthesisSettings
+from VirtualContrastSlicerLib.models import AUTOMATIC_MODEL
 
-#: Devices offered in the GUI, as the engine's ``--device`` understands them.
-DEVICES = ["auto", "cpu", "cuda"]
-#: Policies for an input the model needs but the user did not give (the engine's ``--missing``).
-MISSING_POLICIES = ["error", "auxiliary", "zeros"]
-#: Overlay shown over the synthetic CE-T1.
-OVERLAYS = ["subtraction", "uncertainty", "none"]
-
-AUTOMATIC_MODEL = ""
 LOAD_CHECKPOINT = "<load checkpoint>"
-
-SAMPLE_CATEGORY = "VirtualContrast"
-SAMPLE_NAME = "VirtualContrastPhantom"
 
 
 def moduleResourcePath(relativePath: str) -> str:
@@ -68,7 +64,7 @@ class VirtualContrast(ScriptedLoadableModule):
         self.parent.title = _("Virtual Contrast")
         self.parent.categories = [_("Image Synthesis")]
         self.parent.dependencies = []
-        self.parent.contributors = ["VirtualContrast developers"]
+        self.parent.contributors = ["VirtualContrast developers (VirtualContrast project)"]
         self.parent.helpText = helpText()
         self.parent.acknowledgementText = _(
             "Method: Chen et al., 'Synthesizing MR Image Contrast Enhancement Using 3D High-resolution ConvNets', "
@@ -86,16 +82,17 @@ class VirtualContrast(ScriptedLoadableModule):
 def helpText() -> str:
     """Help: what the module does, the intended use, and the card of every bundled model."""
     from VirtualContrastLib import registry
+    from VirtualContrastSlicerLib.models import ModelCatalog
 
     text = (
         "<p>Predicts a <b>synthetic</b> contrast-enhanced T1 (CE-T1) and an enhancement (subtraction) map from "
         "pre-contrast T1 and, depending on the model, T2, ADC and FLAIR. All inputs are resampled onto the T1 grid; "
         "the outputs lie exactly on it.</p>"
         f"<p><b>Intended use.</b> {INTENDED_USE}</p>"
-        f"<p>VirtualContrast {__version__}. Sample data: 'Sample Data' module, category '{SAMPLE_CATEGORY}'.</p>"
+        f"<p>VirtualContrast {__version__}. Sample data: 'Sample Data' module, category '{sample.CATEGORY}'.</p>"
     )
     try:
-        entries = [e for e in registry.list_models() if e.role == "synthesis"]
+        entries = ModelCatalog.synthesisModels()
     except CheckpointError as error:
         return text + f"<p>Bundled models could not be listed: {error}</p>"
     for entry in entries:
@@ -109,47 +106,28 @@ def helpText() -> str:
 
 
 #
-# Sample data: a synthetic phantom generated locally (no download is needed or possible offline)
+# Sample data: the bundled phantom case, loaded by Slicer's own Sample Data code
 #
 
 
-def registerSampleData():
-    """Add the phantom case to the Sample Data module; it is generated on the user's click."""
+def registerSampleData() -> None:
+    """Add the phantom case (T1, T2, ADC, FLAIR, true CE-T1, brain mask) to the Sample Data module."""
     import SampleData
 
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY,
-        sampleName=SAMPLE_NAME,
         thumbnailFileName=moduleResourcePath("Icons/VirtualContrast.png"),
-        uris="generated-locally://VirtualContrastPhantom",
-        fileNames="VirtualContrastPhantom.nrrd",
-        nodeNames=SAMPLE_NAME,
-        customDownloader=lambda source: loadPhantomSample(),
+        **sample.sampleSource(Path(moduleResourcePath("SampleData"))),
     )
 
 
-def loadPhantomSample(seed: int | None = None, spacing: float = 2.0) -> dict:
-    """Generate (or reuse) the phantom case (default: the demo's) in Slicer's cache folder and load T1, T2, ADC, FLAIR and mask."""
-    from VirtualContrastLib import DEMO_SEED, phantom
+def loadPhantomSample() -> dict:
+    """Load the phantom case as Sample Data does (works from scripts too); return its nodes by key (``t1``, ..., ``t1c``)."""
+    import SampleData
 
-    seed = DEMO_SEED if seed is None else seed
-
-    cacheDir = os.path.join(slicer.app.cachePath, "VirtualContrast", f"phantom-seed{seed}-{spacing:g}mm")
-    caseId = "VirtualContrastPhantom"
-    files = {key: phantom.FILE_SUFFIXES[key] for key in ("t1", "t2", "adc", "flair", "brainmask")}
-    paths = {key: os.path.join(cacheDir, caseId, f"{caseId}-{suffix}.nii.gz") for key, suffix in files.items()}
-    if not all(os.path.isfile(p) for p in paths.values()):
-        with slicer.util.tryWithErrorDisplay(_("Failed to generate the phantom case."), waitCursor=True):
-            written = phantom.write_case(phantom.generate_case(seed, spacing=spacing), cacheDir, caseId)
-            paths = {key: str(written[key]) for key in files}
-    nodes = {}
-    for key, path in paths.items():
-        name = f"Phantom_{key.upper() if key != 'brainmask' else 'brain_mask'}"
-        if key == "brainmask":
-            nodes[key] = slicer.util.loadLabelVolume(path, properties={"name": name})
-        else:
-            nodes[key] = slicer.util.loadVolume(path, properties={"name": name})
-    return nodes
+    if SampleData.SampleDataLogic().sourceForSampleName(sample.SAMPLE_NAME) is None:
+        registerSampleData()
+    nodes = SampleData.SampleDataLogic().downloadSamples(sample.SAMPLE_NAME)
+    return dict(zip(sample.SAMPLE_FILES, nodes))
 
 
 #
@@ -159,22 +137,26 @@ def loadPhantomSample(seed: int | None = None, spacing: float = 2.0) -> dict:
 
 @parameterNodeWrapper
 class VirtualContrastParameterNode:
-    """GUI state saved with the scene; widgets bind through their ``SlicerParameterName`` property."""
+    """GUI state saved with the scene; widgets bind through their ``SlicerParameterName`` property.
+
+    Node parameters without a default are None until chosen; a union of node types must list None
+    (Slicer's union serializer cannot write None otherwise).
+    """
 
     t1: vtkMRMLScalarVolumeNode
     t2: vtkMRMLScalarVolumeNode
     adc: vtkMRMLScalarVolumeNode
     flair: vtkMRMLScalarVolumeNode
-    brainMask: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]
+    brainMask: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, None]
     model: str = AUTOMATIC_MODEL
-    device: Annotated[str, Choice(DEVICES)] = "auto"
+    device: Annotated[str, Choice(list(choices.DEVICES))] = "auto"
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.33
     uncertainty: bool = False
-    missingPolicy: Annotated[str, Choice(MISSING_POLICIES)] = "error"
+    missingPolicy: Annotated[str, Choice(list(choices.MISSING_POLICIES))] = "error"
     outputVolume: vtkMRMLScalarVolumeNode
     subtractionVolume: vtkMRMLScalarVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
-    overlay: Annotated[str, Choice(OVERLAYS)] = "subtraction"
+    overlay: Annotated[str, Choice(list(choices.OVERLAYS))] = "subtraction"
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
@@ -194,7 +176,8 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._pollTimer = None
-        self._lastOutputs = None
+        self._autoAssigned = {}
+        self._shownOverlay = None
 
     def resourcePath(self, filename):
         """Resources in the installed layout or the source tree."""
@@ -222,6 +205,13 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.initializeParameterNode()
 
+    def onReload(self) -> None:
+        """Reload the helper packages too, so that edits to them take effect without restarting Slicer."""
+        for name in sorted(sys.modules):
+            if name.startswith(("VirtualContrastLib.", "VirtualContrastSlicerLib.")):
+                importlib.reload(sys.modules[name])
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def cleanup(self) -> None:
         """Stop a running synthesis and remove observers when the module is unloaded."""
         if self._job is not None:
@@ -229,15 +219,12 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
-        """Make sure the parameter node exists and inputs are pre-selected."""
+        """Make sure the parameter node exists and inputs are pre-selected (the slice views are not touched)."""
         self.initializeParameterNode()
 
     def exit(self) -> None:
         """Stop reacting to parameter changes while another module is shown."""
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         """The parameter node goes away with the scene; a running synthesis is cancelled."""
@@ -269,32 +256,49 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._labelComboBoxes()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._selectModelInCombo(self._parameterNode.model)
+            # what the views show now is the user's: the overlay changes only when they change it
+            self._shownOverlay = (self._parameterNode.overlay, self._parameterNode.overlayOpacity)
             self._onParameterNodeModified()
+
+    def _labelComboBoxes(self) -> None:
+        # the parameter node fills these with the raw values; the items keep their order, only the words change
+        for parameter, combo, values in (("device", self.ui.deviceComboBox, choices.DEVICES),
+                                         ("missingPolicy", self.ui.missingPolicyComboBox, choices.MISSING_POLICIES),
+                                         ("overlay", self.ui.overlayComboBox, choices.OVERLAYS)):
+            for index, label in enumerate(choices.labels(parameter, values)):
+                combo.setItemText(index, _(label))
+
+    def _volumeNames(self) -> dict:
+        names = {}
+        for index in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+            node = slicer.mrmlScene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+            # only plain scalar volumes: not label maps, DWI, tensor or vector volumes, nor our results
+            if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not outputs.isSynthetic(node):
+                names[node.GetID()] = node.GetName()
+        return names
+
+    def _currentInputs(self) -> dict:
+        p = self._parameterNode
+        return {m: (getattr(p, m).GetID() if getattr(p, m) else None) for m in MODALITIES}
 
     def _autoAssignInputs(self) -> None:
         if not self._parameterNode:
             return
-        volumes = {}
-        for index in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-            node = slicer.mrmlScene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-            if not node.IsA("vtkMRMLLabelMapVolumeNode") and not outputs.isSynthetic(node):
-                volumes[node.GetID()] = node.GetName()
-        assigned = {m: (getattr(self._parameterNode, m).GetID() if getattr(self._parameterNode, m) else None) for m in MODALITIES}
-        for modality, nodeId in inputs.autoAssign(volumes, assigned).items():
+        for modality, nodeId in inputs.autoAssign(self._volumeNames(), self._currentInputs()).items():
+            self._autoAssigned[modality] = nodeId
             setattr(self._parameterNode, modality, slicer.mrmlScene.GetNodeByID(nodeId))
 
     # -- model selection ------------------------------------------------------------------------
 
     def _populateModels(self) -> None:
-        from VirtualContrastLib import registry
-
         combo = self.ui.modelComboBox
         combo.clear()
         combo.addItem(_("Automatic (best bundled model for the selected inputs)"), AUTOMATIC_MODEL)
         try:
-            entries = [e for e in registry.list_models() if e.role == "synthesis"]
+            entries = self.logic.models.synthesisModels()
         except CheckpointError as error:
             entries = []
             self._appendLog(str(error))
@@ -304,11 +308,12 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _selectModelInCombo(self, model: str) -> None:
         combo = self.ui.modelComboBox
+        # inserting before the current item makes Qt emit currentIndexChanged: block it, or the file dialog reopens
+        wasBlocked = combo.blockSignals(True)
         index = combo.findData(model)
         if index < 0 and model:
             combo.insertItem(combo.count - 1, os.path.basename(model), model)
             index = combo.findData(model)
-        wasBlocked = combo.blockSignals(True)
         combo.setCurrentIndex(max(index, 0))
         combo.blockSignals(wasBlocked)
 
@@ -320,7 +325,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if model == LOAD_CHECKPOINT:
             path = qt.QFileDialog.getOpenFileName(
                 slicer.util.mainWindow(), _("Select a VirtualContrast checkpoint"), "", _("Checkpoints (*.pt *.pth);;All files (*)"))
-            problem = self.logic.checkpointProblem(path) if path else _("no file selected")
+            problem = self.logic.models.checkpointProblem(path) if path else _("no file selected")
             if problem:
                 if path:
                     slicer.util.errorDisplay(_("This file cannot be used as a model: {error}").format(error=problem))
@@ -333,31 +338,44 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- GUI state ------------------------------------------------------------------------------
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        if not self._parameterNode:
+        p = self._parameterNode
+        if not p:
             return
-        needed = self.logic.modelInputs(self._parameterNode.model)
-        shown = set(MODALITIES) if needed is None else set(needed) | {"t1"}
+        plan = self.logic.models.plan(p.model, [m for m in MODALITIES if getattr(p, m) is not None], p.missingPolicy)
+        needed = set(plan.inputs) | {"t1"} if plan.inputs else set(MODALITIES)
         for modality in MODALITIES:
-            getattr(self.ui, f"{modality}Selector").visible = modality in shown
-            getattr(self.ui, f"{modality}Label").visible = modality in shown
-            required = needed is not None and modality in needed or modality == "t1"
-            getattr(self.ui, f"{modality}Label").text = f"{'*' if required else ''}{modality.upper() if modality != 't1' else 'Pre-contrast T1'}:"
-        self.ui.modelInfoLabel.text = self.logic.modelDescription(self._parameterNode.model)
-        self.ui.uncertaintyVolumeSelector.enabled = self._parameterNode.uncertainty
+            getattr(self.ui, f"{modality}Selector").visible = modality in needed or not p.model
+            getattr(self.ui, f"{modality}Label").visible = modality in needed or not p.model
+            required = modality == "t1" or (modality in plan.inputs and modality not in plan.missing)
+            name = _("Pre-contrast T1") if modality == "t1" else modality.upper()
+            getattr(self.ui, f"{modality}Label").text = f"{'*' if required else ''}{name}:"
+        description = self.logic.models.description(p.model)
+        if plan.model and plan.model != p.model:
+            description += " " + _("Chosen: {model}.").format(model=plan.model)
+        if plan.missing and plan.possible:
+            description += " " + _("{inputs} will be {how}.").format(
+                inputs="+".join(m.upper() for m in plan.missing),
+                how=_("predicted from the T1") if p.missingPolicy == "auxiliary" else _("zero-filled"))
+        self.ui.modelInfoLabel.text = description
+        self.ui.autoAssignLabel.text = inputs.autoAssignmentNote(self._autoAssigned, self._currentInputs(), self._volumeNames())
+        self.ui.uncertaintyVolumeSelector.enabled = p.uncertainty
         if self._job is None:
-            missing = [m.upper() for m in (needed or ["t1"]) if getattr(self._parameterNode, m) is None]
-            if self._parameterNode.missingPolicy != "error":
-                missing = [m for m in missing if m == "T1"]
-            self.ui.applyButton.enabled = not missing
-            self.ui.applyButton.toolTip = (_("Select: {inputs}").format(inputs=", ".join(missing)) if missing
-                                           else _("Synthesize the contrast-enhanced T1"))
-        self._updateOverlay()
+            try:
+                self.logic.requestFromParameters(p)
+                problem = None
+            except InputError as error:
+                problem = str(error)
+            self.ui.applyButton.enabled = problem is None
+            self.ui.applyButton.toolTip = problem or _("Synthesize the contrast-enhanced T1")
+        self._rememberChoices()
+        if (p.overlay, p.overlayOpacity) != self._shownOverlay:
+            self._shownOverlay = (p.overlay, p.overlayOpacity)
+            outputs.applyOverlay(slicer.mrmlScene, p.overlay, p.overlayOpacity)
 
-    def _updateOverlay(self) -> None:
-        if self._lastOutputs is None or not slicer.mrmlScene.IsNodePresent(self._lastOutputs.synthetic):
-            return
-        overlayNode = {"subtraction": self._lastOutputs.subtraction, "uncertainty": self._lastOutputs.uncertainty}.get(self._parameterNode.overlay)
-        outputs.showInSliceViews(None, overlayNode, self._parameterNode.overlayOpacity)
+    def _rememberChoices(self) -> None:
+        settings = qt.QSettings()
+        for parameter in choices.REMEMBERED:
+            settings.setValue(choices.settingsKey(parameter), getattr(self._parameterNode, parameter))
 
     def _appendLog(self, line: str) -> None:
         self.ui.logTextEdit.appendPlainText(line)
@@ -375,11 +393,11 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling…")
             return
         with slicer.util.tryWithErrorDisplay(_("Synthesis could not start."), waitCursor=True):
+            request = self.logic.requestFromParameters(self._parameterNode)
             self.logic.ensureDependencies(askConfirmation=True)
-            p = self._parameterNode
             self.ui.logTextEdit.clear()
-            self._job = self.logic.startFromParameterNode(p, onProgress=self._showProgress, onLog=self._appendLog,
-                                                          onFinished=self._onJobFinished)
+            self._job = self.logic.start(request.inputNodes, request.maskNode, request.settings, request.outputs,
+                                         onProgress=self._showProgress, onLog=self._appendLog, onFinished=self._onJobFinished)
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the synthesis; nothing is added to the scene")
             self.ui.progressBar.visible = True
@@ -403,10 +421,9 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Synthesis failed: {error}").format(error=job.error),
                                      detailedText=self.ui.logTextEdit.toPlainText())
             return
-        self._lastOutputs = job.result
         p = self._parameterNode
-        overlayNode = {"subtraction": job.result.subtraction, "uncertainty": job.result.uncertainty}.get(p.overlay)
-        outputs.showInSliceViews(job.result.synthetic, overlayNode, p.overlayOpacity)
+        if p:
+            outputs.showResult(job.result.synthetic, p.overlay, p.overlayOpacity)
         status = _("Done with model {model}. Synthetic images — research use only.").format(model=job.result.modelName)
         if job.result.notes:
             status += "\n" + "\n".join(job.result.notes)
@@ -434,11 +451,29 @@ class VirtualContrastLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
         self._timers = []
 
     def getParameterNode(self):
-        """The module's parameter node in the current scene, typed."""
-        return VirtualContrastParameterNode(super().getParameterNode())
+        """The module's parameter node in the current scene, typed; a new one starts with the remembered choices."""
+        node = super().getParameterNode()
+        isNew = not node.GetParameterNames()
+        parameterNode = VirtualContrastParameterNode(node)
+        if isNew:
+            for name, value in choices.rememberedValues(qt.QSettings().value).items():
+                setattr(parameterNode, name, value)
+        return parameterNode
+
+    @staticmethod
+    def dependencyProblem():
+        """What synthesis still lacks (torch, a newer torch, packages), or None; installs nothing."""
+        try:
+            import PyTorchUtils  # noqa: F401
+        except ModuleNotFoundError:
+            return _("the 'PyTorch' extension is not installed")
+        if dependencies.installedVersion("torch") is None:
+            return _("PyTorch is not installed")
+        missing = dependencies.missingRequirements()
+        return dependencies.torchProblem() or (_("missing packages: {packages}").format(packages=", ".join(missing)) if missing else None)
 
     def ensureDependencies(self, askConfirmation: bool = True) -> None:
-        """Install torch (PyTorch extension) and the engine's packages, with the user's confirmation."""
+        """Install torch (PyTorch extension) and the packages synthesis needs, with the user's confirmation."""
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -452,12 +487,17 @@ class VirtualContrastLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
                 raise VirtualContrastError(_("PyTorch could not be installed ({error}).\n\n{help}").format(
                     error=error, help=dependencies.offlineInstructions([f"torch{dependencies.TORCH_REQUIREMENT}"]))) from None
             if torch is None:
-                raise VirtualContrastError(_("PyTorch is required to synthesize images; installation was declined."))
+                raise dependencies.InstallDeclined(_("PyTorch is required to synthesize images; its installation was declined."))
+        problem = dependencies.torchProblem()
+        if problem:
+            raise VirtualContrastError(problem)
         missing = dependencies.missingRequirements()
         if not missing:
             return
         try:
             self._installPackages(missing, askConfirmation)
+        except dependencies.InstallDeclined:
+            raise
         except Exception as error:
             raise VirtualContrastError(_("Required packages could not be installed ({error}).\n\n{help}").format(
                 error=error, help=dependencies.offlineInstructions(missing))) from None
@@ -468,73 +508,27 @@ class VirtualContrastLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
 
     @staticmethod
     def _installPackages(requirements: list, askConfirmation: bool) -> None:
+        declined = dependencies.InstallDeclined(
+            _("Synthesis needs {packages}; their installation was declined.").format(packages=", ".join(requirements)))
+        constraints = dependencies.writeTorchConstraints(Path(slicer.util.tempDirectory("VirtualContrast")))
         try:
-            from slicer.packaging import pip_ensure
+            from slicer.packaging import pip_ensure  # Slicer 5.10 and later
         except ImportError:
             pip_ensure = None
         if pip_ensure is not None:
-            from packaging.requirements import Requirement
-
-            pip_ensure([Requirement(r) for r in requirements], prompt_install=askConfirmation, requester="VirtualContrast")
+            try:
+                pip_ensure(requirements, constraints=constraints, prompt_install=askConfirmation, requester="VirtualContrast")
+            except RuntimeError as error:
+                # pip_ensure says "User declined package installation"; a failed pip raises CalledProcessError
+                if "declined" in str(error):
+                    raise declined from None
+                raise
             return
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("VirtualContrast needs these Python packages, which will be downloaded and installed now:"),
-                detailedText="\n".join(requirements)):
-            raise VirtualContrastError(_("installation was declined"))
-        slicer.util.pip_install(requirements)
-
-    def modelInputs(self, model: str):
-        """Inputs the model needs (None when unknown: automatic choice, unreadable file, or no torch yet)."""
-        from VirtualContrastLib import registry
-
-        if not model or model == LOAD_CHECKPOINT:
-            return None
-        entry = registry.find_model(model)
-        if entry is not None:
-            return list(entry.inputs)
-        try:
-            from VirtualContrastLib.checkpoints import load_checkpoint
-
-            return list(load_checkpoint(model).config.inputs)
-        except (ImportError, CheckpointError):
-            return None
-
-    @staticmethod
-    def checkpointProblem(path: str):
-        """Why a checkpoint file cannot be used, or None (also None when torch is not installed yet to check it)."""
-        try:
-            from VirtualContrastLib.checkpoints import load_checkpoint
-
-            load_checkpoint(path)
-        except ImportError:
-            return None
-        except CheckpointError as error:
-            return str(error)
-        return None
-
-    def modelDescription(self, model: str) -> str:
-        """One line about the chosen model for the panel."""
-        from VirtualContrastLib import registry
-
-        if not model:
-            return _("The bundled model that uses the most of the selected inputs is chosen automatically.")
-        entry = registry.find_model(model)
-        if entry is None:
-            return _("Checkpoint file: {path}").format(path=model)
-        seconds = f" About {entry.cpu_seconds_per_volume:.0f} s per volume on a CPU." if entry.cpu_seconds_per_volume else ""
-        return f"{entry.description}{seconds}"
-
-    def startFromParameterNode(self, parameterNode, onProgress=None, onLog=None, onFinished=None):
-        """Start a background synthesis with the GUI's choices."""
-        p = parameterNode
-        inputNodes = self.collectInputs(p.t1, p.t2, p.adc, p.flair)
-        needed = self.modelInputs(p.model) or []
-        inputNodes = {m: n for m, n in inputNodes.items() if not needed or m in needed or m == "t1"}
-        settings = SynthesisSettings(model=p.model or None, device=p.device, overlap=p.overlap,
-                                     uncertainty=p.uncertainty, missingPolicy=p.missingPolicy)
-        outputNodes = {"synthetic": p.outputVolume, "subtraction": p.subtractionVolume,
-                       "uncertainty": p.uncertaintyVolume if p.uncertainty else None}
-        return self.start(inputNodes, p.brainMask, settings, outputNodes, onProgress, onLog, onFinished)
+                _("VirtualContrast needs these Python packages, which will be downloaded and installed now "
+                  "(the installed PyTorch is kept):"), detailedText="\n".join(requirements)):
+            raise declined
+        slicer.util.pip_install(dependencies.pipArguments(requirements, constraints))
 
     def processInBackground(self, t1, t2=None, adc=None, flair=None, mask=None, model=None, device="auto",
                             onProgress=None, onFinished=None, **options):
@@ -559,23 +553,38 @@ class VirtualContrastLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
 
 
 class VirtualContrastTest(ScriptedLoadableModuleTest):
-    """In-Slicer test: phantom sample -> bundled default model (blocking path) -> checked outputs."""
+    """In-Slicer test: phantom sample -> bundled default model (blocking path) -> checked outputs.
+
+    Skipped, with the reason, on a Slicer without what synthesis needs (PyTorch extension, torch,
+    MONAI): a test run never installs packages.
+    """
 
     def setUp(self):
         """Start from an empty scene."""
         slicer.mrmlScene.Clear()
 
+    @staticmethod
+    def skipReason():
+        """Why this test cannot run on this Slicer (what synthesis lacks), or None."""
+        problem = VirtualContrastLogic.dependencyProblem()
+        return f"VirtualContrastTest skipped: {problem}" if problem else None
+
     def runTest(self):
-        """Run all tests of the module."""
+        """Run all tests of the module (Reload and Test, the widget self-test)."""
+        if self.skipReason():
+            self.delayDisplay(self.skipReason())
+            return
         self.setUp()
         self.test_VirtualContrastPhantom()
 
     def test_VirtualContrastPhantom(self):
-        """Synthesize on the 2 mm phantom and check grid, values and labelling."""
+        """Synthesize on the phantom sample and check grid, values and labelling."""
         import numpy as np
 
-        self.delayDisplay("Generating the phantom case")
-        nodes = loadPhantomSample(spacing=2.0)
+        if self.skipReason():
+            raise unittest.SkipTest(self.skipReason())
+        self.delayDisplay("Loading the phantom sample")
+        nodes = loadPhantomSample()
         logic = VirtualContrastLogic()
         self.delayDisplay("Synthesizing with the bundled default model")
         result = logic.process(nodes["t1"], nodes["t2"], nodes["adc"], nodes["flair"], mask=nodes["brainmask"], device="cpu")

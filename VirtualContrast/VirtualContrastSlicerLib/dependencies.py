@@ -1,19 +1,29 @@
-"""Python packages the engine needs besides what Slicer bundles (torch is handled by PyTorchUtils)."""
+"""Python packages synthesis needs besides what Slicer bundles, installed without ever touching torch.
+
+torch comes from the PyTorch extension (PyTorch Utils), built for the user's GPU. pip must not
+replace it: a package whose newest release wants a newer torch (MONAI does) would otherwise make pip
+swap the extension's CUDA build for a CPU wheel. So every install here runs with a constraints file
+that pins the installed torch (as SlicerTotalSegmentator and SlicerNNUnet do); pip then picks
+versions that work with it or fails, and the installed torch is checked against the requirement.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
+from pathlib import Path
 
-#: Installed into Slicer's Python on demand, with the user's confirmation (never at import).
-REQUIREMENTS = (
-    "monai>=1.4",
-    "scikit-image>=0.22",
-    "nilearn>=0.10",
-    "matplotlib>=3.7",
-    "tqdm>=4.60",
-)
+from VirtualContrastLib.errors import VirtualContrastError
+
+#: What synthesis imports beyond Slicer's bundled packages (numpy, SimpleITK) and torch. The sample
+#: data needs nothing: it is bundled as files.
+SYNTHESIS_REQUIREMENTS = ("monai>=1.4", "tqdm>=4.60")
 
 TORCH_REQUIREMENT = ">=2.4"
+
+
+class InstallDeclined(VirtualContrastError):
+    """The user declined installing required packages (not a network or pip failure)."""
 
 
 def _parse(requirement: str) -> tuple[str, str]:
@@ -21,29 +31,59 @@ def _parse(requirement: str) -> tuple[str, str]:
     return name.strip(), minimum.strip()
 
 
-def _versionTuple(version: str) -> tuple[int, ...]:
+def versionTuple(version: str) -> tuple[int, ...]:
+    """The leading numeric parts of a version ("2.13.0+cu126" -> (2, 13, 0))."""
     parts = []
     for piece in version.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
+        match = re.match(r"\d+", piece)
+        if not match:
             break
-        parts.append(int(digits))
+        parts.append(int(match.group()))
+        if match.end() < len(piece):
+            break
     return tuple(parts)
 
 
-def missingRequirements(requirements: tuple[str, ...] = REQUIREMENTS) -> list[str]:
+def installedVersion(name: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def missingRequirements(requirements: tuple[str, ...] = SYNTHESIS_REQUIREMENTS) -> list[str]:
     """The requirements (``name>=version``) that are absent or older than required."""
     missing = []
     for requirement in requirements:
         name, minimum = _parse(requirement)
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(requirement)
-            continue
-        if minimum and _versionTuple(installed) < _versionTuple(minimum):
+        installed = installedVersion(name)
+        if installed is None or (minimum and versionTuple(installed) < versionTuple(minimum)):
             missing.append(requirement)
     return missing
+
+
+def torchProblem() -> str | None:
+    """Why the installed torch cannot be used (too old), or None; an absent torch is PyTorch Utils' to install."""
+    installed = installedVersion("torch")
+    minimum = _parse(f"torch{TORCH_REQUIREMENT}")[1]
+    if installed is not None and versionTuple(installed) < versionTuple(minimum):
+        return (f"PyTorch {installed} is installed but VirtualContrast needs torch{TORCH_REQUIREMENT}: update it in the "
+                "'PyTorch Utils' module (it keeps the GPU build), then restart Slicer")
+    return None
+
+
+def writeTorchConstraints(folder: Path) -> Path:
+    """A pip constraints file that pins the installed torch (an empty one when none is installed)."""
+    installed = installedVersion("torch")
+    path = Path(folder) / "virtualcontrast-constraints.txt"
+    path.write_text(f"torch=={installed}\n" if installed else "", encoding="utf-8")
+    return path
+
+
+def pipArguments(requirements: list[str], constraints: Path) -> list[str]:
+    """``pip install`` arguments for Slicer 5.8's ``slicer.util.pip_install`` (a list: paths may hold spaces)."""
+    return [*requirements, "--constraint", str(constraints)]
 
 
 def offlineInstructions(requirements: list[str]) -> str:

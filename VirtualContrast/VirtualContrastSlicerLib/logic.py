@@ -28,6 +28,7 @@ import slicer
 from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError
 
 from . import outputs as outputNodes
+from .models import ModelCatalog
 from .process import BackgroundProcess, engineEnvironment, pythonExecutable
 from .volumes import imageFromVolumeNode, maskImageFromNode, removeNodeWithDependents
 
@@ -64,6 +65,16 @@ class SynthesisOutputs:
     uncertainty: "slicer.vtkMRMLScalarVolumeNode | None"
     modelName: str
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SynthesisRequest:
+    """One run as the panel asks for it: input nodes, mask, settings and the selected output nodes (None: new)."""
+
+    inputNodes: dict
+    maskNode: "slicer.vtkMRMLNode | None"
+    settings: SynthesisSettings
+    outputs: dict
 
 
 def parseProgressLine(line: str) -> tuple[float, str] | None:
@@ -181,6 +192,7 @@ class SynthesisLogic:
 
     def __init__(self, scene: "slicer.vtkMRMLScene | None" = None) -> None:
         self._scene = scene
+        self.models = ModelCatalog()
 
     @property
     def scene(self) -> "slicer.vtkMRMLScene":
@@ -195,6 +207,47 @@ class SynthesisLogic:
         if t1 is None:
             raise InputError("select a pre-contrast T1 volume: the synthetic image is made on its grid")
         return {name: node for name, node in (("t1", t1), ("t2", t2), ("adc", adc), ("flair", flair)) if node is not None}
+
+    @staticmethod
+    def outputProblem(inputNodes: dict, maskNode, outputs: dict) -> str | None:
+        """Why the selected output nodes cannot be written (an input among them, or one node for two outputs)."""
+        inputs = {node.GetID(): name for name, node in inputNodes.items() if node is not None}
+        if maskNode is not None:
+            inputs[maskNode.GetID()] = "brain mask"
+        seen: dict[str, str] = {}
+        for kind, node in outputs.items():
+            if node is None:
+                continue
+            if node.GetID() in inputs:
+                return f"the {kind} output is the {inputs[node.GetID()].upper()} input '{node.GetName()}': choose another volume or 'Create new volume'"
+            if node.GetID() in seen:
+                return f"the {seen[node.GetID()]} and {kind} outputs are the same volume '{node.GetName()}': choose different volumes"
+            seen[node.GetID()] = kind
+        return None
+
+    def _refuseOutputs(self, inputNodes: dict, maskNode, outputs: dict) -> None:
+        problem = self.outputProblem(inputNodes, maskNode, outputs)
+        if problem:
+            raise InputError(problem)
+
+    def requestFromParameters(self, parameters) -> SynthesisRequest:
+        """The run the panel's parameter node describes, or :class:`InputError` saying why it cannot start.
+
+        The model is resolved here ("Automatic" becomes the bundled model the plan chose), so the
+        missing-input policy applies to automatic runs as well.
+        """
+        p = parameters
+        given = {m: getattr(p, m) for m in ("t1", "t2", "adc", "flair") if getattr(p, m) is not None}
+        plan = self.models.plan(p.model, given, p.missingPolicy)
+        if not plan.possible:
+            raise InputError(plan.problem)
+        inputNodes = {m: node for m, node in given.items() if not plan.inputs or m in plan.inputs or m == "t1"}
+        outputs = {"synthetic": p.outputVolume, "subtraction": p.subtractionVolume,
+                   "uncertainty": p.uncertaintyVolume if p.uncertainty else None}
+        self._refuseOutputs(inputNodes, p.brainMask, outputs)
+        settings = SynthesisSettings(model=plan.model, device=p.device, overlap=p.overlap,
+                                     uncertainty=p.uncertainty, missingPolicy=p.missingPolicy)
+        return SynthesisRequest(inputNodes, p.brainMask, settings, outputs)
 
     @staticmethod
     def inputImages(inputNodes: dict) -> dict[str, sitk.Image]:
@@ -238,6 +291,7 @@ class SynthesisLogic:
               onFinished: Callable[[SynthesisJob], None] | None = None, keepFiles: bool = False) -> SynthesisJob:
         """Start a background synthesis and return its job (poll it; results arrive when it ends)."""
         settings = settings or SynthesisSettings()
+        self._refuseOutputs(inputNodes, maskNode, outputs or {})
         folder = workDirectory()
         try:
             paths = self.writeInputs(inputNodes, maskNode, folder)
@@ -256,6 +310,7 @@ class SynthesisLogic:
         from VirtualContrastLib import registry, synthesis
 
         settings = settings or SynthesisSettings()
+        self._refuseOutputs(inputNodes, maskNode, outputs or {})
         images = self.inputImages(inputNodes)
         mask = maskImageFromNode(maskNode, inputNodes["t1"]) if maskNode is not None else None
         modelName = settings.model or registry.default_model_for(images).name
@@ -299,12 +354,17 @@ class SynthesisLogic:
                     nodes[kind] = None
                     continue
                 node = outputs.get(kind)
+                if node is not None and not self.scene.IsNodePresent(node):
+                    # deleted while the engine ran: the result goes into a new volume instead of failing at the end
+                    notes = [*notes, f"the selected {kind} volume was deleted during the run; the result is in a new volume"]
+                    node = None
                 nodes[kind] = outputNodes.writeOutputNode(self.scene, image, kind, t1Node, modelName, node)
                 if node is None:
                     created.append(nodes[kind])
-            outputNodes.configureSubtractionDisplay(nodes["subtraction"], outputNodes.symmetricWindow(results["subtraction"]))
+            outputNodes.configureSubtractionDisplay(nodes["subtraction"], outputNodes.enhancementWindow(results["subtraction"]))
             if nodes["uncertainty"] is not None:
                 outputNodes.configureUncertaintyDisplay(nodes["uncertainty"])
+            outputNodes.linkOverlays(nodes["synthetic"], nodes["subtraction"], nodes["uncertainty"])
         except Exception:
             for node in created:
                 removeNodeWithDependents(node)

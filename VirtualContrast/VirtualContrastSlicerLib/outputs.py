@@ -28,8 +28,12 @@ _DESCRIPTIONS = {
     "uncertainty": "Voxel-wise uncertainty of the synthetic contrast-enhanced T1",
 }
 
-DIVERGING_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
-FALLBACK_DIVERGING_COLOR_NAME = "VirtualContrastDivergingBlueRed"
+ENHANCEMENT_COLOR_NAME = "VirtualContrastEnhancement"
+#: Fraction of the colour window's top below which the subtraction map is transparent. Non-enhancing
+#: brain is about 0 plus noise; the window's top is the 99th percentile of the positive values.
+ENHANCEMENT_THRESHOLD_FRACTION = 0.15
+#: Node reference roles from a synthetic CE-T1 to the maps made with it.
+OVERLAY_REFERENCES = {"subtraction": "VirtualContrastSubtraction", "uncertainty": "VirtualContrastUncertainty"}
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 
 
@@ -77,39 +81,41 @@ def placeBesideInSubjectHierarchy(node: "slicer.vtkMRMLNode", referenceNode: "sl
         shNode.CreateItem(parentItem, node)
 
 
-def divergingColorNode(scene: "slicer.vtkMRMLScene") -> "slicer.vtkMRMLColorNode":
-    """Slicer's DivergingBlueRed table when the application loaded it, else an equivalent procedural one."""
-    node = scene.GetNodeByID(DIVERGING_COLOR_NODE_ID)
-    if node is not None:
-        return node
-    existing = scene.GetFirstNodeByName(FALLBACK_DIVERGING_COLOR_NAME)
+def enhancementColorNode(scene: "slicer.vtkMRMLScene") -> "slicer.vtkMRMLColorNode":
+    """The subtraction map's colours (dark red -> red -> yellow with rising enhancement), made once per scene."""
+    existing = scene.GetFirstNodeByName(ENHANCEMENT_COLOR_NAME)
     if existing is not None and existing.IsA("vtkMRMLProceduralColorNode"):
         return existing
-    node = scene.AddNewNodeByClass("vtkMRMLProceduralColorNode", FALLBACK_DIVERGING_COLOR_NAME)
+    node = scene.AddNewNodeByClass("vtkMRMLProceduralColorNode", ENHANCEMENT_COLOR_NAME)
     node.SetAttribute("Category", "VirtualContrast")
     colorFunction = vtk.vtkColorTransferFunction()
-    colorFunction.AddRGBPoint(-1.0, 0.23, 0.30, 0.75)
-    colorFunction.AddRGBPoint(0.0, 0.87, 0.87, 0.87)
-    colorFunction.AddRGBPoint(1.0, 0.71, 0.02, 0.15)
+    colorFunction.AddRGBPoint(0.0, 0.55, 0.0, 0.0)
+    colorFunction.AddRGBPoint(0.5, 1.0, 0.25, 0.0)
+    colorFunction.AddRGBPoint(1.0, 1.0, 1.0, 0.3)
     node.SetAndObserveColorTransferFunction(colorFunction)
     return node
 
 
-def symmetricWindow(image: sitk.Image, percentile: float = 99.0) -> float:
-    """Half-width of a window centred on 0 that covers ``percentile`` % of the non-zero |values|."""
-    values = np.abs(sitk.GetArrayViewFromImage(image))
+def enhancementWindow(image: sitk.Image, percentile: float = 99.0) -> float:
+    """Top of the subtraction map's colour window: the ``percentile`` of its positive (enhancing) values."""
+    values = sitk.GetArrayViewFromImage(image)
     values = values[values > 0]
     if values.size == 0:
         return 1.0
     return float(max(np.percentile(values, percentile), np.finfo(np.float32).tiny))
 
 
-def configureSubtractionDisplay(node: "slicer.vtkMRMLScalarVolumeNode", halfWidth: float) -> None:
-    """Diverging colours with a window symmetric about zero (blue: darker, red: enhancing)."""
+def configureSubtractionDisplay(node: "slicer.vtkMRMLScalarVolumeNode", top: float) -> None:
+    """Colour only enhancement: values below a threshold (non-enhancing brain, about 0) are transparent."""
     display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(divergingColorNode(node.GetScene()).GetID())
+    display.SetAndObserveColorNodeID(enhancementColorNode(node.GetScene()).GetID())
+    threshold = ENHANCEMENT_THRESHOLD_FRACTION * top
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(-halfWidth, halfWidth)
+    display.SetWindowLevelMinMax(threshold, top)
+    # slice views draw voxels outside the threshold range transparent: the overlay shows enhancement only
+    display.AutoThresholdOff()
+    display.SetThreshold(threshold, float(np.finfo(np.float32).max))
+    display.ApplyThresholdOn()
 
 
 def configureUncertaintyDisplay(node: "slicer.vtkMRMLScalarVolumeNode") -> None:
@@ -118,15 +124,39 @@ def configureUncertaintyDisplay(node: "slicer.vtkMRMLScalarVolumeNode") -> None:
         node.GetDisplayNode().SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
 
 
-def showInSliceViews(background: "slicer.vtkMRMLNode | None", foreground: "slicer.vtkMRMLNode | None", opacity: float) -> None:
-    """Synthetic image as background, an overlay (subtraction or uncertainty) as foreground."""
-    slicer.util.setSliceViewerLayers(
-        background=background if background is not None else "keep-current",
-        foreground=foreground,
-        foregroundOpacity=opacity,
-    )
+def linkOverlays(synthetic: "slicer.vtkMRMLScalarVolumeNode", subtraction: "slicer.vtkMRMLScalarVolumeNode | None",
+                 uncertainty: "slicer.vtkMRMLScalarVolumeNode | None") -> None:
+    """Record on the synthetic CE-T1 which maps belong to it (saved with the scene)."""
+    for overlay, node in (("subtraction", subtraction), ("uncertainty", uncertainty)):
+        synthetic.SetNodeReferenceID(OVERLAY_REFERENCES[overlay], node.GetID() if node is not None else None)
 
 
-def setOverlayOpacity(opacity: float) -> None:
-    """Change only the foreground opacity of every slice view."""
-    slicer.util.setSliceViewerLayers(foregroundOpacity=opacity)
+def overlayOf(synthetic: "slicer.vtkMRMLNode", overlay: str) -> "slicer.vtkMRMLNode | None":
+    """The ``overlay`` map ("subtraction", "uncertainty"; None for "none") made with this synthetic CE-T1."""
+    role = OVERLAY_REFERENCES.get(overlay)
+    return synthetic.GetNodeReference(role) if role else None
+
+
+def showResult(synthetic: "slicer.vtkMRMLScalarVolumeNode", overlay: str, opacity: float) -> None:
+    """Show a synthetic CE-T1 in every slice view, with its own overlay."""
+    slicer.util.setSliceViewerLayers(background=synthetic)
+    applyOverlay(synthetic.GetScene(), overlay, opacity)
+
+
+def applyOverlay(scene: "slicer.vtkMRMLScene", overlay: str, opacity: float) -> int:
+    """In each slice view that shows a synthetic CE-T1, show that result's own overlay; return how many views.
+
+    Views showing anything else (another patient, the inputs) are left alone, so an overlay never
+    lands on an image it does not belong to.
+    """
+    changed = 0
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        background = scene.GetNodeByID(composite.GetBackgroundVolumeID() or "")
+        if background is None or not isSynthetic(background) or background.GetAttribute(KIND_ATTRIBUTE) != "synthetic":
+            continue
+        foreground = overlayOf(background, overlay)
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetForegroundOpacity(opacity)
+        changed += 1
+    return changed

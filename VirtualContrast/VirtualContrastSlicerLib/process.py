@@ -51,6 +51,9 @@ def engineEnvironment() -> dict[str, str]:
     paths = [engineSearchPath()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
+    # the parent decodes the child's output as UTF-8: make the child write UTF-8 on every platform
+    env["PYTHONUTF8"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
     return env
 
 
@@ -66,6 +69,7 @@ class BackgroundProcess:
         self._lines: "queue.Queue[str | None]" = queue.Queue()
         self._process: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
+        self._killDeadline: float | None = None
 
     def start(self) -> None:
         """Launch the process in a new process group and start reading its output."""
@@ -93,6 +97,9 @@ class BackgroundProcess:
 
     def poll(self) -> bool:
         """Deliver queued output lines; return True while the process is still running."""
+        if self._killDeadline is not None and time.monotonic() > self._killDeadline:
+            self._killDeadline = None
+            self._signalGroup(signal.SIGKILL)
         while True:
             try:
                 line = self._lines.get_nowait()
@@ -111,17 +118,23 @@ class BackgroundProcess:
         return self.returnCode
 
     def cancel(self) -> None:
-        """Stop the process and every process it started."""
+        """Stop the process and every process it started, without waiting (the GUI stays responsive).
+
+        On POSIX the group gets SIGTERM now and SIGKILL from :meth:`poll` if it is still there after
+        a grace period; on Windows ``taskkill /T`` ends the tree at once, without a console window.
+        """
         if self._process is None or self._process.poll() is not None:
             return
         self.cancelled = True
         if os.name == "nt":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], capture_output=True, check=False)
+            subprocess.Popen(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, creationflags=subprocess.CREATE_NO_WINDOW)
             return
+        self._signalGroup(signal.SIGTERM)
+        self._killDeadline = time.monotonic() + _KILL_GRACE_SECONDS
+
+    def _signalGroup(self, signalNumber: int) -> None:
         try:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(timeout=_KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
+            os.killpg(self._process.pid, signalNumber)
         except ProcessLookupError:
             pass
