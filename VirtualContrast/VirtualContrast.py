@@ -150,7 +150,7 @@ class VirtualContrastParameterNode:
     brainMask: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, None]
     model: str = AUTOMATIC_MODEL
     device: Annotated[str, Choice(list(choices.DEVICES))] = "auto"
-    overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.33
+    overlap: Annotated[float, WithinRange(0.0, 0.9)] = choices.DEFAULT_OVERLAP
     uncertainty: bool = False
     missingPolicy: Annotated[str, Choice(list(choices.MISSING_POLICIES))] = "error"
     outputVolume: vtkMRMLScalarVolumeNode

@@ -1,6 +1,7 @@
 """The module's option lists with the words the panel shows for them, and the choices remembered between scenes.
 
-The values are the engine's (``--device``, ``--missing``); only their labels are defined here. Device and
+The values are the engine's (``VirtualContrastLib.options``: ``--device``, ``--missing``); only their labels
+and the overlay list are defined here. Device and
 overlay choices are remembered in Slicer's settings (QSettings) so that a new scene starts with them.
 """
 
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from VirtualContrastLib.synthesis import MISSING_POLICIES
+from VirtualContrastLib.options import DEFAULT_OVERLAP, DEVICES, MISSING_POLICIES
 
-#: Devices offered in the panel, as the engine's ``--device`` understands them.
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["DEFAULT_OVERLAP", "DEVICES", "LABELS", "MISSING_POLICIES", "OVERLAYS", "REMEMBERED", "labels", "rememberedValues",
+           "settingsKey"]
+
 #: Overlay shown over the synthetic CE-T1.
 OVERLAYS = ("subtraction", "uncertainty", "none")
 

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 import slicer
@@ -32,17 +33,17 @@ from .models import ModelCatalog
 from .process import BackgroundProcess, engineEnvironment, pythonExecutable
 from .volumes import imageFromVolumeNode, maskImageFromNode, removeNodeWithDependents
 
+if TYPE_CHECKING:
+    from VirtualContrastLib.options import SynthesisOptions
+    from VirtualContrastLib.report import RunReport
+
 ProgressCallback = Callable[[float, str], None]
 LogCallback = Callable[[str], None]
 
 #: Progress of the engine's command line run with ``--progress-lines``: ``PROGRESS 0.4200 slab 21/50``.
 PROGRESS_LINE = re.compile(r"^PROGRESS (?P<fraction>[0-9.]+)\s*(?P<step>.*)$")
-#: Error line the engine's command line prints before exiting with status 2.
-ERROR_LINE = re.compile(r"^virtual-contrast [\w-]+: error: (?P<message>.*)$")
-#: Notes (warnings the user must see, e.g. a CPU fallback) printed by the command line.
-NOTE_LINE = re.compile(r"^note: (?P<message>.*)$")
-#: Line naming the model that was used.
-MODEL_LINE = re.compile(r"^model: (?P<name>[^\s(]+)")
+#: The engine's machine-readable outcome (model, notes, error), written by ``synthesize --report``.
+REPORT_FILE = "result.json"
 
 
 @dataclass
@@ -110,9 +111,6 @@ class SynthesisJob:
         self.keepFiles = keepFiles
         self.result: SynthesisOutputs | None = None
         self.error: Exception | None = None
-        self.notes: list[str] = []
-        self.modelName = settings.model or "default"
-        self._errorMessage: str | None = None
         self._cancelRequested = False
         self._finished = False
         self.process: BackgroundProcess | None = None
@@ -131,21 +129,17 @@ class SynthesisJob:
         if self.onLog:
             self.onLog(line)
         progress = parseProgressLine(line)
-        if progress is not None:
-            if self.onProgress:
-                self.onProgress(*progress)
-            return
-        for pattern, handler in ((ERROR_LINE, self._setError), (NOTE_LINE, self.notes.append), (MODEL_LINE, self._setModel)):
-            match = pattern.match(line.strip())
-            if match:
-                handler(match.group(1))
-                return
+        if progress is not None and self.onProgress:
+            self.onProgress(*progress)
 
-    def _setError(self, message: str) -> None:
-        self._errorMessage = message
+    def _report(self) -> "RunReport":
+        """The engine's report of the finished process (an error report when the process wrote none)."""
+        from VirtualContrastLib.report import RunReport
 
-    def _setModel(self, name: str) -> None:
-        self.modelName = name
+        path = self.folder / REPORT_FILE
+        if path.is_file():
+            return RunReport.read(path)
+        return RunReport(error=f"the synthesis process failed (exit status {self.process.returnCode}) without a report; see the log")
 
     def poll(self) -> bool:
         """Deliver output and progress; when the process has ended, finish the job. True while running."""
@@ -156,10 +150,10 @@ class SynthesisJob:
         try:
             if self._cancelRequested:
                 raise CancelledError("synthesis cancelled; the scene was left unchanged")
-            if self.process.returnCode != 0:
-                message = self._errorMessage or f"the synthesis process failed (exit status {self.process.returnCode}); see the log"
-                raise VirtualContrastError(message)
-            self.result = self.logic.importResults(self.folder, self.inputNodes["t1"], self.outputs, self.modelName, self.notes)
+            report = self._report()
+            if report.error or self.process.returnCode != 0:
+                raise VirtualContrastError(report.error or f"the synthesis process failed (exit status {self.process.returnCode}); see the log")
+            self.result = self.logic.importResults(self.folder, self.inputNodes["t1"], self.outputs, report.model, list(report.notes))
         except Exception as error:
             self.error = error
         finally:
@@ -265,10 +259,9 @@ class SynthesisLogic:
             sitk.WriteImage(maskImageFromNode(maskNode, inputNodes["t1"]), str(paths["mask"]))
         return paths
 
-    @staticmethod
-    def commandLine(paths: dict[str, Path], folder: Path, settings: SynthesisSettings) -> list[str]:
-        """The engine command line that reads ``paths`` and writes results into ``folder``."""
-        args = [pythonExecutable(), "-m", "VirtualContrastLib", "synthesize", "--progress-lines"]
+    def commandLine(self, paths: dict[str, Path], folder: Path, settings: SynthesisSettings) -> list[str]:
+        """The engine command line that reads ``paths`` and writes results and its report into ``folder``."""
+        args = [pythonExecutable(), "-m", "VirtualContrastLib", "synthesize", "--progress-lines", "--report", str(folder / REPORT_FILE)]
         for name in ("t1", "t2", "adc", "flair", "mask"):
             if name in paths:
                 args += [f"--{name}", str(paths[name])]
@@ -277,12 +270,8 @@ class SynthesisLogic:
             args += ["--uncertainty", str(folder / "uncertainty.nrrd")]
         if settings.model:
             args += ["--model", settings.model]
-        args += ["--device", settings.device]
-        if settings.overlap is not None:
-            args += ["--overlap", f"{settings.overlap:g}"]
-        if settings.missingPolicy:
-            args += ["--missing", settings.missingPolicy]
-        return args
+        # the same options object the in-process run uses, as the engine's own arguments
+        return args + self.synthesisOptions(settings).to_args()
 
     # -- running --------------------------------------------------------------------------------
 
@@ -321,16 +310,18 @@ class SynthesisLogic:
         return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name, list(result.notes))
 
     @staticmethod
-    def synthesisOptions(settings: SynthesisSettings):
-        """The engine's options for these settings."""
-        from VirtualContrastLib.synthesis import SynthesisOptions
+    def synthesisOptions(settings: SynthesisSettings) -> "SynthesisOptions":
+        """The engine's options for these settings (validated: a bad value is refused before any work)."""
+        from VirtualContrastLib.options import SynthesisOptions
 
         values = {"device": settings.device, "tta": settings.uncertainty}
         if settings.overlap is not None:
             values["overlap"] = settings.overlap
         if settings.missingPolicy:
             values["missing_policy"] = settings.missingPolicy
-        return SynthesisOptions(**values)
+        options = SynthesisOptions(**values)
+        options.validate()
+        return options
 
     # -- results --------------------------------------------------------------------------------
 
