@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -389,3 +390,99 @@ def test_engine_errors_reach_the_caller_as_one_clear_message(scene, tmp_path):
         SynthesisLogic(scene).process(t1, t2, model=str(bad), device="cpu", inProcess=False)
     assert "Traceback" not in str(raised.value)
     assert scene.GetNumberOfNodes() == nodesBefore
+
+
+# -- run plans, checkpoints, dependencies, the child process ---------------------------------------------------
+
+
+@pytest.mark.parametrize("given, policy, model, missing", [
+    (["t1", "t2", "adc"], "error", "vc-hrfcn16-t1-t2-adc", []),
+    (["t1", "t2", "flair"], "error", "vc-hrfcn16-t1-t2-flair", []),
+    (["t1", "t2"], "auxiliary", "vc-hrfcn16-t1-t2-adc", ["adc"]),
+    (["t1"], "auxiliary", "vc-hrfcn16-t1-t2-adc", ["t2", "adc"]),
+    (["t1", "t2"], "zeros", "vc-hrfcn16-t1-t2-adc", ["adc"]),
+])
+def test_automatic_model_plans_use_the_missing_input_policy(given, policy, model, missing):
+    plan = ModelCatalog().plan("", given, policy)
+    assert plan.possible, plan.problem
+    assert (plan.model, plan.missing) == (model, missing)
+
+
+@pytest.mark.parametrize("model, given, policy, fragment", [
+    ("", ["t1"], "error", "No bundled model works with T1"),
+    ("", ["t1", "t2"], "error", "No bundled model works with T1+T2"),
+    ("", ["t2", "adc"], "zeros", "pre-contrast T1"),
+    ("vc-hrfcn16-t1-t2-flair", ["t1", "t2"], "auxiliary", "No bundled auxiliary model predicts FLAIR"),
+    ("vc-hrfcn16-t1-t2-adc", ["t1", "t2"], "error", "Select ADC"),
+])
+def test_impossible_runs_are_refused_with_the_reason(model, given, policy, fragment):
+    plan = ModelCatalog().plan(model, given, policy)
+    assert not plan.possible and fragment in plan.problem
+
+
+def test_a_checkpoint_is_read_once_per_file_version(tinyCheckpoint, tmp_path, monkeypatch):
+    import VirtualContrastLib.checkpoints as checkpoints
+
+    reads = []
+    original = checkpoints.load_checkpoint
+    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path, *a, **k: reads.append(path) or original(path, *a, **k))
+    catalog = ModelCatalog()
+    for _ in range(5):  # slider ticks and other panel updates
+        assert catalog.inputs(str(tinyCheckpoint)) == ["t1", "t2"]
+        assert catalog.plan(str(tinyCheckpoint), ["t1", "t2"], "error").possible
+    assert len(reads) == 1
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(tinyCheckpoint.read_bytes())
+    catalog.inputs(str(copy))
+    assert len(reads) == 2
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    assert "broken.pt" in catalog.checkpointProblem(str(broken))
+    assert not catalog.plan(str(broken), ["t1", "t2"], "error").possible
+
+
+def test_installs_pin_the_installed_torch_and_check_its_version(tmp_path, monkeypatch):
+    from VirtualContrastSlicerLib import dependencies
+
+    installed = dependencies.installedVersion("torch")
+    constraints = dependencies.writeTorchConstraints(tmp_path)
+    assert constraints.read_text(encoding="utf-8").split() == [f"torch=={installed}"]
+    assert dependencies.pipArguments(["monai>=1.4"], constraints) == ["monai>=1.4", "--constraint", str(constraints)]
+    assert dependencies.torchProblem() is None
+    assert dependencies.versionTuple("2.13.0+cu126") == (2, 13, 0) and dependencies.versionTuple("2.4.0rc1") == (2, 4, 0)
+    monkeypatch.setattr(dependencies, "installedVersion", lambda name: "2.1.2+cpu" if name == "torch" else None)
+    assert "2.1.2" in dependencies.torchProblem() and "PyTorch Utils" in dependencies.torchProblem()
+    assert dependencies.missingRequirements() == list(dependencies.SYNTHESIS_REQUIREMENTS)
+    # synthesis asks for nothing the phantom or previews need
+    assert not {"nilearn", "nibabel", "matplotlib"} & {r.split(">=")[0] for r in dependencies.SYNTHESIS_REQUIREMENTS}
+
+
+def test_the_child_process_writes_utf8():
+    from VirtualContrastSlicerLib.process import BackgroundProcess, engineEnvironment
+
+    env = engineEnvironment()
+    assert env["PYTHONUTF8"] == "1" and env["PYTHONIOENCODING"] == "utf-8"
+    env["LC_ALL"] = "C"  # a non-UTF-8 locale, as on some Windows and minimal Linux systems
+    lines = []
+    process = BackgroundProcess([sys.executable, "-c", "print('ADC 10\\u207b\\u2076 mm\\u00b2/s, \\u00b5')"], lines.append, env=env)
+    process.start()
+    assert process.wait() == 0
+    assert lines == ["ADC 10\u207b\u2076 mm\u00b2/s, \u00b5"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals; Windows ends the tree with taskkill")
+def test_cancel_returns_at_once_and_still_ends_a_child_that_ignores_sigterm():
+    from VirtualContrastSlicerLib.process import CANCELLED_RETURN_CODE, BackgroundProcess
+
+    lines = []
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
+    process = BackgroundProcess([sys.executable, "-c", script], lines.append)
+    process.start()
+    while not lines:
+        process.poll()
+        time.sleep(0.01)
+    process.cancel()
+    # cancel did not wait for the child: it ignores SIGTERM and is still running when cancel returns
+    assert process._process.poll() is None
+    assert process.wait() == CANCELLED_RETURN_CODE
+    assert process._process.poll() is not None

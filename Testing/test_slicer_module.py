@@ -58,6 +58,18 @@ def _loadFile(name: str, path: Path, package: bool = False) -> types.ModuleType:
     return module
 
 
+class ApplicationStandIn:
+    """Stand-in for ``slicer.app`` (Slicer's Qt application object, which needs Qt): no translation, not in testing mode."""
+
+    @staticmethod
+    def testingEnabled() -> bool:
+        return False
+
+    @staticmethod
+    def translate(context: str, text: str) -> str:
+        return text
+
+
 def _slicerWidgetClassNames(folder: Path) -> set[str]:
     """Slicer's Qt widget classes (``slicer.qMRMLNodeComboBox``, ...) that this release's Python files use."""
     names = set()
@@ -72,9 +84,12 @@ def slicerRelease(tag: str):
     folder = _releaseFolder(tag)
     savedPath = list(sys.path)
     sys.path[:0] = [str(STUBS), str(MODULE_DIR), str(folder / "SampleData")]
-    hadModules = hasattr(slicer, "modules")
+    hadModules, hadApp = hasattr(slicer, "modules"), hasattr(slicer, "app")
     widgetClasses = _slicerWidgetClassNames(folder)
     try:
+        if not hadApp:
+            # Slicer 5.8's slicer.i18n.tr translates through the application at every call
+            slicer.app = ApplicationStandIn()
         if not hadModules:
             # Slicer's application fills this namespace with module objects; SampleData keeps its sources there
             slicer.modules = types.SimpleNamespace()
@@ -99,6 +114,8 @@ def slicerRelease(tag: str):
                 delattr(slicer, name)
         if not hadModules:
             del slicer.modules
+        if not hadApp:
+            del slicer.app
 
 
 @pytest.fixture(params=list(RELEASES), scope="module")
@@ -462,3 +479,106 @@ def test_icon_is_128_pixels():
 
     with Image.open(ROOT / "Resources" / "Icons" / "VirtualContrast.png") as icon:
         assert icon.size == (128, 128)
+
+
+# -- behaviour behind the panel, with the real parameter node ------------------------------------------------
+
+
+def test_synthesize_is_refused_for_input_sets_no_model_accepts(release, scene):
+    logic = release.module.VirtualContrastLogic()
+    parameterNode = logic.getParameterNode()
+    parameterNode.t1 = _volume("T1")
+    with pytest.raises(release.module.InputError, match="No bundled model works with T1"):
+        logic.requestFromParameters(parameterNode)
+    parameterNode.t2 = _volume("T2")
+    with pytest.raises(release.module.InputError, match="T1\\+T2"):
+        logic.requestFromParameters(parameterNode)
+    # the auxiliary-model path is reachable: "Automatic" resolves to a model the engine can fill
+    parameterNode.missingPolicy = "auxiliary"
+    request = logic.requestFromParameters(parameterNode)
+    assert request.settings.model == "vc-hrfcn16-t1-t2-adc" and request.settings.missingPolicy == "auxiliary"
+    assert set(request.inputNodes) == {"t1", "t2"}
+    args = logic.commandLine({"t1": Path("t1.nrrd"), "t2": Path("t2.nrrd")}, Path("out"), request.settings)
+    assert args[args.index("--model") + 1] == "vc-hrfcn16-t1-t2-adc" and args[args.index("--missing") + 1] == "auxiliary"
+    # an input chosen as an output is refused too
+    parameterNode.outputVolume = parameterNode.t2
+    with pytest.raises(release.module.InputError, match="T2 input"):
+        logic.requestFromParameters(parameterNode)
+
+
+class QSettingsStandIn:
+    """Stand-in for ``qt.QSettings`` (Qt): a dictionary."""
+
+    stored: dict = {}
+
+    def value(self, key):
+        return self.stored.get(key)
+
+    def setValue(self, key, value):
+        self.stored[key] = value
+
+
+def test_device_and_overlay_are_remembered_for_new_scenes(release, scene, monkeypatch):
+    monkeypatch.setattr(release.module.qt, "QSettings", QSettingsStandIn, raising=False)
+    QSettingsStandIn.stored = {"VirtualContrast/device": "cpu", "VirtualContrast/overlay": "none"}
+    parameterNode = release.module.VirtualContrastLogic().getParameterNode()
+    assert (parameterNode.device, parameterNode.overlay) == ("cpu", "none")
+    # the scene's own choice wins over the remembered one
+    parameterNode.device = "cuda"
+    QSettingsStandIn.stored["VirtualContrast/device"] = "auto"
+    assert release.module.VirtualContrastLogic().getParameterNode().device == "cuda"
+    # a value this version does not offer is ignored
+    scene.Clear(0)
+    QSettingsStandIn.stored = {"VirtualContrast/device": "tpu", "VirtualContrast/overlay": "uncertainty"}
+    parameterNode = release.module.VirtualContrastLogic().getParameterNode()
+    assert (parameterNode.device, parameterNode.overlay) == ("auto", "uncertainty")
+
+
+def test_every_choice_has_words_for_the_panel(release):
+    from VirtualContrastLib import options
+
+    choices = release.module.choices
+    assert choices.DEVICES == options.DEVICES and choices.MISSING_POLICIES == options.MISSING_POLICIES
+    wrapper = release.module.VirtualContrastParameterNode
+    for parameter in choices.LABELS:
+        allowed = slicer.parameterNodeWrapper.findFirstAnnotation(
+            slicer.parameterNodeWrapper.splitAnnotations(wrapper.allParameters[parameter].unalteredType)[1],
+            slicer.parameterNodeWrapper.Choice).choices
+        assert list(choices.LABELS[parameter]) == list(allowed)
+        assert all(label and label != value for value, label in zip(allowed, choices.labels(parameter, tuple(allowed))))
+
+
+def test_the_phantom_sample_is_registered_and_fetched_by_slicers_own_sample_data(release, scene, tmp_path):
+    cacheManager = slicer.vtkCacheManager()  # the application gives its scene one; a plain scene has none
+    scene.SetCacheManager(cacheManager)
+    cacheManager.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    release.module.registerSampleData()
+    logic = release.SampleData.SampleDataLogic()
+    source = logic.sourceForSampleName("VirtualContrastPhantom")
+    assert source is not None and source.customDownloader is None
+    # the copy into Slicer's cache is Sample Data's own code (urllib on file:// addresses, SHA-256 checked)
+    paths = logic.downloadSourceIntoCache(source)
+    assert [Path(p).parent for p in paths] == [tmp_path / "cache"] * 6
+    from VirtualContrastSlicerLib import inputs
+
+    nodeNames = dict(zip(release.module.sample.SAMPLE_FILES, source.nodeNames))
+    chosen = inputs.autoAssign({key: name for key, name in nodeNames.items()}, {})
+    # every input is found by name, and the phantom's true CE-T1 is never taken for the pre-contrast T1
+    assert chosen == {"t1": "t1", "t2": "t2", "adc": "adc", "flair": "flair"}
+    import SimpleITK as sitk
+
+    t1 = sitk.ReadImage(paths[0])
+    trueCe = sitk.ReadImage(paths[list(nodeNames).index("t1c")])
+    assert t1.GetSize() == trueCe.GetSize() and t1.GetOrigin() == trueCe.GetOrigin()
+    assert "SYNTHETIC" in t1.GetMetaData("ITK_FileNotes")
+
+
+def test_the_self_test_skips_with_the_reason_where_synthesis_cannot_run(release, scene):
+    import unittest
+
+    assert release.module.VirtualContrastLogic.dependencyProblem() == "the 'PyTorch' extension is not installed"
+    suite = unittest.TestLoader().loadTestsFromTestCase(release.module.VirtualContrastTest)
+    result = unittest.TestResult()
+    suite.run(result)
+    assert result.wasSuccessful() and result.testsRun == 1
+    assert [reason for _, reason in result.skipped] == ["VirtualContrastTest skipped: the 'PyTorch' extension is not installed"]

@@ -8,7 +8,6 @@ torch is imported only when a synthesis runs, never when the module loads. Runs 
 """
 
 import html
-import importlib
 import logging
 import os
 import sys
@@ -39,6 +38,8 @@ from VirtualContrastSlicerLib.logic import SynthesisLogic, SynthesisSettings
 from VirtualContrastSlicerLib.models import AUTOMATIC_MODEL
 
 LOAD_CHECKPOINT = "<load checkpoint>"
+#: Set on a parameter node once the choices remembered between scenes have been applied to it.
+REMEMBERED_APPLIED_ATTRIBUTE = "VirtualContrast.RememberedChoicesApplied"
 
 
 def moduleResourcePath(relativePath: str) -> str:
@@ -207,9 +208,11 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the helper packages too, so that edits to them take effect without restarting Slicer."""
-        for name in sorted(sys.modules):
-            if name.startswith(("VirtualContrastLib.", "VirtualContrastSlicerLib.")):
-                importlib.reload(sys.modules[name])
+        # forgetting them (rather than reloading one by one) re-imports them in dependency order with the
+        # module file, so no module keeps a class (an error type, a logic class) from before the reload
+        for name in list(sys.modules):
+            if name.split(".")[0] in ("VirtualContrastLib", "VirtualContrastSlicerLib"):
+                del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self) -> None:
@@ -453,11 +456,12 @@ class VirtualContrastLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
     def getParameterNode(self):
         """The module's parameter node in the current scene, typed; a new one starts with the remembered choices."""
         node = super().getParameterNode()
-        isNew = not node.GetParameterNames()
         parameterNode = VirtualContrastParameterNode(node)
-        if isNew:
+        # an attribute, not the absence of parameters: a closed scene keeps the singleton node, and wrappers refill it
+        if node.GetAttribute(REMEMBERED_APPLIED_ATTRIBUTE) != "true":
             for name, value in choices.rememberedValues(qt.QSettings().value).items():
                 setattr(parameterNode, name, value)
+            node.SetAttribute(REMEMBERED_APPLIED_ATTRIBUTE, "true")
         return parameterNode
 
     @staticmethod
