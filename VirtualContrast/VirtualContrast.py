@@ -15,7 +15,6 @@ import unittest
 from pathlib import Path
 from typing import Annotated, Union
 
-import ctk  # noqa: F401  (the .ui's CTK widgets need PythonQt's ctk loaded)
 import qt
 import vtk
 
