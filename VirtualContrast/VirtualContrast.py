@@ -232,6 +232,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The parameter node goes away with the scene; a running synthesis is cancelled."""
         if self._job is not None:
             self._job.cancel()
+        self._autoAssigned = {}
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
