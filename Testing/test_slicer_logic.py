@@ -486,3 +486,10 @@ def test_cancel_returns_at_once_and_still_ends_a_child_that_ignores_sigterm():
     assert process._process.poll() is None
     assert process.wait() == CANCELLED_RETURN_CODE
     assert process._process.poll() is not None
+
+
+def test_in_process_run_predicts_a_missing_input_with_the_auxiliary_model(scene, tinyCheckpoint):
+    t1 = _volume(scene, "case_T1", _head((18, 30, 26)), _ijkToRas((1.0, 1.0, 2.0), degrees=10))
+    result = SynthesisLogic(scene).process(t1, model=str(tinyCheckpoint), device="cpu", missingPolicy="auxiliary")
+    assert any("T2 was not given" in note and "auxiliary" in note for note in result.notes), result.notes
+    assert result.synthetic.GetImageData().GetDimensions() == t1.GetImageData().GetDimensions()

@@ -304,8 +304,11 @@ class SynthesisLogic:
         mask = maskImageFromNode(maskNode, inputNodes["t1"]) if maskNode is not None else None
         modelName = settings.model or registry.default_model_for(images).name
         model = registry.load_model(modelName, device=settings.device)
-        result = synthesis.synthesize(images, model, brain_mask=mask, options=self.synthesisOptions(settings),
-                                      progress=onProgress, cancel=cancel)
+        options = self.synthesisOptions(settings)
+        # the engine loads nothing itself: the auxiliary models for missing inputs come from here
+        auxiliaries = synthesis.load_auxiliaries(model, images, options.missing_policy)
+        result = synthesis.synthesize(images, model, brain_mask=mask, options=options, progress=onProgress, cancel=cancel,
+                                      auxiliaries=auxiliaries)
         results = {"synthetic": result.synthetic, "subtraction": result.subtraction, "uncertainty": result.uncertainty}
         return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name, list(result.notes))
 
