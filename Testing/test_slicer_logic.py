@@ -396,16 +396,20 @@ def test_engine_errors_reach_the_caller_as_one_clear_message(scene, tmp_path):
 
 
 @pytest.mark.parametrize("given, policy, model, missing", [
-    (["t1", "t2", "adc"], "error", "vc-hrfcn16-t1-t2-adc", []),
-    (["t1", "t2", "flair"], "error", "vc-hrfcn16-t1-t2-flair", []),
+    # every input given: the engine's own choice (None: ask the registry), so the panel and the CLI agree
+    (["t1", "t2", "adc"], "error", None, []),
+    (["t1", "t2", "flair"], "error", None, []),
+    (["t1", "t2", "adc", "flair"], "auxiliary", None, []),
     (["t1", "t2"], "auxiliary", "vc-hrfcn16-t1-t2-adc", ["adc"]),
     (["t1"], "auxiliary", "vc-hrfcn16-t1-t2-adc", ["t2", "adc"]),
     (["t1", "t2"], "zeros", "vc-hrfcn16-t1-t2-adc", ["adc"]),
 ])
 def test_automatic_model_plans_use_the_missing_input_policy(given, policy, model, missing):
+    from VirtualContrastLib import registry
+
     plan = ModelCatalog().plan("", given, policy)
     assert plan.possible, plan.problem
-    assert (plan.model, plan.missing) == (model, missing)
+    assert (plan.model, plan.missing) == (model or registry.default_model_for(given).name, missing)
 
 
 @pytest.mark.parametrize("model, given, policy, fragment", [

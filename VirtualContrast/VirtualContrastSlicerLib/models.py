@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from VirtualContrastLib import MODALITIES, registry
-from VirtualContrastLib.errors import CheckpointError
+from VirtualContrastLib.errors import CheckpointError, MissingModalityError
 
 #: The model parameter's value for "the best bundled model for the selected inputs".
 AUTOMATIC_MODEL = ""
@@ -111,13 +111,15 @@ class ModelCatalog:
         entries = self.synthesisModels()
         if not entries:
             return RunPlan(None, problem="No bundled model is installed: load a checkpoint file.")
-        plans = [self._fill(RunPlan(e.name, list(e.inputs)), given, missingPolicy) for e in entries]
-        complete = [p for p in plans if p.possible and not p.missing]
-        if complete:
-            # as the engine's own choice: the model using the most inputs, the first listed on a tie
-            return max(complete, key=lambda p: len(p.inputs))
-        possible = [p for p in plans if p.possible]
+        try:
+            # every input given: the engine's own choice, so the panel and the command line agree
+            entry = registry.default_model_for(given)
+            return RunPlan(entry.name, list(entry.inputs))
+        except MissingModalityError:
+            pass
+        possible = [p for p in (self._fill(RunPlan(e.name, list(e.inputs)), given, missingPolicy) for e in entries) if p.possible]
         if possible:
+            # the fewest inputs to predict or zero-fill; the first listed on a tie
             return min(possible, key=lambda p: len(p.missing))
         needs = "; ".join(f"{e.name}: {_names(e.inputs)}" for e in entries)
         hint = ("choose 'Predict it from the T1' or 'Fill with zeros' under Missing inputs" if missingPolicy == "error"
