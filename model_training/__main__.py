@@ -23,6 +23,8 @@ from VirtualContrastLib import INTENDED_USE, MODALITIES
 from VirtualContrastLib.cli import run_command
 from VirtualContrastLib.model_info import parse_modalities
 
+from .datasets import LAYOUTS
+
 PROG = "virtual-contrast-train"
 
 
@@ -40,7 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .datasets import list_cases
     from .prepare import PrepareOptions, prepare_dataset
 
-    cases = list_cases(args.data, args.layout)
+    cases = list_cases(args.data, args.layout, split=args.split)
     options = PrepareOptions(modalities=args.modalities, register=not args.no_register,
                              normalization=json.loads(args.normalization) if args.normalization else None, dtype=args.dtype)
     index = prepare_dataset(cases, args.out, options, progress=None if args.quiet else lambda c: print(f"prepared {c}", file=sys.stderr),
@@ -130,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="register, resample, mask, normalize and cache a dataset")
     p.add_argument("data", type=Path, help="folder of case folders, or a CSV manifest")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--layout", default="auto", help="auto, phantom, brats2023, brats2021, ucsf_pdgm or csv")
+    p.add_argument("--layout", default="auto", help=f"auto, {', '.join(LAYOUTS)} or csv")
+    p.add_argument("--split", help="only the cases that the folder's splits.tsv assigns to this split (e.g. train, val)")
     p.add_argument("--modalities", type=parse_modalities, default=MODALITIES, help="comma-separated inputs to cache (default: all found)")
     p.add_argument("--no-register", action="store_true", help="skip rigid registration (data already co-registered, e.g. BraTS)")
     p.add_argument("--normalization", help="normalization spec as JSON (default: brain_percentile 0.5/99.5)")
