@@ -23,6 +23,7 @@ from VirtualContrastLib import INTENDED_USE, MODALITIES
 from VirtualContrastLib.cli import run_command
 from VirtualContrastLib.model_info import parse_modalities
 
+from .datacards import TRAINING_DATA
 from .datasets import LAYOUTS
 
 PROG = "virtual-contrast-train"
@@ -101,7 +102,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     evaluation = args.evaluation.read_text(encoding="utf-8") if args.evaluation else None
     seconds = args.cpu_seconds if args.cpu_seconds or args.no_bench else measure_cpu_seconds(args.run)
-    entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation)
+    entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation, args.training_data)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parent.parent / "Resources" / "Models")
     p.add_argument("--description", required=True)
     p.add_argument("--role", choices=("synthesis", "auxiliary"), default="synthesis")
+    p.add_argument("--training-data", choices=tuple(TRAINING_DATA), default="phantom",
+                   help="what the model was trained on: sets the model card's known limits and data terms")
     p.add_argument("--evaluation", type=Path, help="Markdown evaluation table to put in the model card")
     p.add_argument("--no-bench", action="store_true", help="do not measure CPU seconds per volume")
     p.add_argument("--cpu-seconds", type=float, help="CPU seconds per volume measured earlier with virtual-contrast bench")
