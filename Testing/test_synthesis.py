@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from scipy.spatial.transform import Rotation
 
+from conftest import head as make_head
+from conftest import rotation
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import CancelledError, DeviceError, InputError, MissingModalityError
@@ -56,21 +57,9 @@ def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, s
     return LoadedModel(name=f"tiny-{architecture}", config=config, network=network, sha256="", path=Path("tiny.pt"))
 
 
-def rotation(degrees) -> tuple[float, ...]:
-    return tuple(Rotation.from_euler("xyz", degrees, degrees=True).as_matrix().ravel())
-
-
 def head(shape=(14, 24, 20), spacing=(2.0, 2.0, 3.5), origin=(-20.0, -24.0, -24.0), direction=None, seed=0, level=100.0) -> sitk.Image:
-    """Skull-stripped ellipsoid 'brain' with texture and a bright blob, 0 outside."""
-    z, y, x = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
-    inside = (z / 0.45) ** 2 + (y / 0.45) ** 2 + (x / 0.45) ** 2 < 1
-    blob = (z**2 + (y - 0.1) ** 2 + (x + 0.1) ** 2) < 0.02
-    array = np.where(inside, level + 0.3 * level * np.random.default_rng(seed).random(shape) + level * blob, 0)
-    image = sitk.GetImageFromArray(array.astype(np.float32))
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction or rotation((0, 0, 0)))
-    return image
+    """This module's head: with a bright blob, on an identity-direction grid unless told otherwise."""
+    return make_head(shape, spacing, origin, direction or rotation((0, 0, 0)), seed, level, blob=True)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
@@ -170,7 +159,7 @@ def test_cancel_after_first_slab_raises():
     assert len(slabs) == 1
 
 
-def test_missing_input_policies(tmp_path, monkeypatch):
+def test_missing_input_policies(bundled_models):
     model = tiny_model(inputs=("t1", "t2", "adc"))
     images = {"t1": head(), "adc": head(seed=2, level=0.8)}
     with pytest.raises(MissingModalityError, match="needs T2.*'auxiliary'.*'zeros'"):
@@ -178,10 +167,7 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     zero = synthesize(images, model, options=SynthesisOptions(missing_policy="zeros", **FP32))
     assert any("T2 was not given and was zero-filled" in note for note in zero.notes)
 
-    folder = tmp_path / "models"
-    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(folder))
-    folder.mkdir()
-    (folder / "models.json").write_text('{"models": []}', encoding="utf-8")
+    folder = bundled_models([])
     with pytest.raises(MissingModalityError, match="no bundled auxiliary model predicts it"):
         load_auxiliaries(model, images, "auxiliary")
     with pytest.raises(MissingModalityError, match="no auxiliary model that predicts it from ADC\\+T1 was given"):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
+from .fileutil import write_csv
 from .options import SynthesisOptions
 from .report import RunReport, check_report_path
 
@@ -296,10 +297,7 @@ def run_batch(args: argparse.Namespace) -> int:
     bar.close()
     failed = [row for row in summary if row["status"] != "ok"]
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with (args.out_dir / "batch_summary.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    write_csv(args.out_dir / "batch_summary.csv", summary)
     print(f"{len(summary)} cases: {len(summary) - len(failed)} done, {len(failed)} failed; summary in {args.out_dir / 'batch_summary.csv'}")
     for row in failed:
         print(f"  failed {row['case_id']}: {row['message']}")

@@ -27,7 +27,6 @@ FILE_SUFFIXES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "t1c": 
 #: ADC images are stored in 10^-6 mm^2/s (WM about 750), the usual integer scaling of scanner ADC maps.
 ADC_UNIT = 1e-6
 
-_GD_CLASSES = ("et", "blood", "choroid", "dura")
 _THICK = ("t2", "flair", "adc")
 
 
