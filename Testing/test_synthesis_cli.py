@@ -143,7 +143,7 @@ def test_bad_input_is_one_line_exit_2_and_no_file(workspace, capsys, case):
 
 
 def test_tampered_bundled_checkpoint_is_refused(workspace, capsys):
-    path = workspace / "models" / "tiny.pt"
+    path = workspace / "models" / "tiny-t1-t2.pt"
     data = bytearray(path.read_bytes())
     data[-100] ^= 0x01
     path.write_bytes(bytes(data))
@@ -207,6 +207,15 @@ def test_batch_loads_the_auxiliary_model_once_for_all_cases(workspace, capsys, m
     assert code == 0, capsys.readouterr().err
     assert loads == ["tiny-t2-from-t1"]
     assert all((workspace / "results" / f"c{n}" / f"c{n}-t1c-synthetic.nii.gz").is_file() for n in range(2))
+
+
+def test_batch_reads_case_folders_in_another_known_layout(workspace, capsys):
+    (workspace / "brats" / "P1").mkdir(parents=True)
+    sitk.WriteImage(head(), str(workspace / "brats" / "P1" / "P1_t1.nii.gz"))
+    sitk.WriteImage(head(seed=1, level=200.0), str(workspace / "brats" / "P1" / "P1_t2.nii.gz"))
+    code = main(["batch", "--input-dir", "brats", "--out-dir", "results", "--device", "cpu", "--precision", "fp32"])
+    assert code == 0, capsys.readouterr().err
+    assert is_synthetic(workspace / "results" / "P1" / "P1-t1c-synthetic.nii.gz")
 
 
 def test_batch_manifest_with_relative_paths(workspace, capsys):
