@@ -73,6 +73,24 @@ def test_missing_modality_gives_clear_error(tmp_path: Path) -> None:
         list_cases(tmp_path, "nonsense")
 
 
+def test_splits_file_selects_cases_and_records_cohort(tmp_path: Path) -> None:
+    for case_id in ("A", "B", "C"):
+        _write_case(tmp_path, "brats2018", case_id)
+    (tmp_path / "splits.tsv").write_text("A\ttrain\tTCGA-GBM\nB\tval\tCBICA\nC\ttrain\tCBICA\n", encoding="utf-8")
+    train = list_cases(tmp_path, split="train")
+    assert [c.case_id for c in train] == ["A", "C"]
+    assert train[0].info["cohort"] == "TCGA-GBM" and train[0].label_map == {4: 3}
+    assert [c.case_id for c in list_cases(tmp_path, split="val")] == ["B"]
+    with pytest.raises(InputError, match="split 'test' is not in"):
+        list_cases(tmp_path, split="test")
+    (tmp_path / "splits.tsv").write_text("A\ttrain\nD\ttrain\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no folder, e.g. D"):
+        list_cases(tmp_path, split="train")
+    (tmp_path / "splits.tsv").unlink()
+    with pytest.raises(InputError, match="has no splits.tsv"):
+        list_cases(tmp_path, split="train")
+
+
 def test_csv_manifest(tmp_path: Path) -> None:
     folder = _write_case(tmp_path / "data", "brats2021", "P1")
     manifest = tmp_path / "manifest.csv"
@@ -170,6 +188,25 @@ def test_enhancement_oversampling_and_crop() -> None:
     for index in range(20):
         item = full[index]
         assert ((item["target"] - item["t1"]) > 0.1).any()
+
+
+def test_labels_drive_enhancement_sampling_and_local_region() -> None:
+    """With labels, 'enhancing' slabs are those holding the enhancing label, not the intensity difference."""
+    cases = _cases()
+    for case in cases:
+        case["labels"] = np.zeros(case["mask"].shape, np.int16)
+        case["labels"][3, 10:14, 8:12] = 3  # enhancing tumour in slice 3 (the difference is in slice 6)
+        case["labels"][4, 10:14, 8:12] = 1
+    config = ModelConfig(architecture="hrfcn", inputs=["t1"])
+    options = SamplingOptions(slabs_per_epoch=20, enhancement_fraction=1.0, min_enhancing_voxels=4, local_labels=(1, 3))
+    dataset = SlabDataset(cases, config, options, multiple=2)
+    assert {int(s) for s in dataset.cases[0]["enhancing"]} == {1, 2, 3}
+    for index in range(20):
+        item = dataset[index]
+        assert item["region"].shape == item["target"].shape
+        assert item["region"].sum() > 0
+    with pytest.raises(MissingModalityError, match="no tumour labels"):
+        SlabDataset(_cases(), config, options, multiple=2)
 
 
 def test_augmentation_keeps_background_zero() -> None:

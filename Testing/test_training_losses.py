@@ -81,3 +81,30 @@ def test_trainer_applies_stage_weights_and_learning_rate(tmp_path) -> None:
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
     # The authors re-compiled the model for phase 2: a fresh Adam state.
     assert trainer.optimizer is not first_optimizer
+
+
+def test_local_loss_uses_the_given_region_instead_of_the_difference_mask() -> None:
+    torch.manual_seed(0)
+    target = torch.rand(1, 1, 3, 16, 16)
+    t1 = target.clone()  # no difference anywhere: M would be empty
+    prediction = target + 0.2
+    region = torch.zeros_like(target)
+    region[..., 4:8, 4:8] = 1
+    loss = VirtualContrastLoss()
+    assert loss.terms(prediction, target, t1)["local"] == 0
+    local = loss.terms(prediction, target, t1, region)["local"]
+    assert torch.isclose(local, torch.tensor(0.2 * region.mean().item()), atol=1e-5)
+
+
+def test_selection_rule_weighs_enhancement() -> None:
+    """Under brain_et_psnr a checkpoint that renders the brain but not the enhancement loses."""
+    from model_training.settings import ConfigError
+    from model_training.train import selection_score
+
+    brain_only = {"val_brain_psnr": 20.0, "val_enhancing_tumour_psnr": 6.0}
+    both = {"val_brain_psnr": 18.0, "val_enhancing_tumour_psnr": 12.0}
+    assert selection_score(brain_only, "brain_psnr") > selection_score(both, "brain_psnr")
+    assert selection_score(both, "brain_et_psnr") == 15.0 > selection_score(brain_only, "brain_et_psnr")
+    assert selection_score({"val_brain_psnr": 20.0, "val_enhancing_tumour_psnr": float("nan")}, "brain_et_psnr") is None
+    with pytest.raises(ConfigError, match="validation.select must be one of"):
+        load_config("tiny", {"validation": {"select": "brain_ssim"}})

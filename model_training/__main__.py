@@ -23,6 +23,9 @@ from VirtualContrastLib import INTENDED_USE, MODALITIES
 from VirtualContrastLib.cli import run_command
 from VirtualContrastLib.model_info import parse_modalities
 
+from .datacards import TRAINING_DATA
+from .datasets import LAYOUTS
+
 PROG = "virtual-contrast-train"
 
 
@@ -40,7 +43,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .datasets import list_cases
     from .prepare import PrepareOptions, prepare_dataset
 
-    cases = list_cases(args.data, args.layout)
+    cases = list_cases(args.data, args.layout, split=args.split)
     options = PrepareOptions(modalities=args.modalities, register=not args.no_register,
                              normalization=json.loads(args.normalization) if args.normalization else None, dtype=args.dtype)
     index = prepare_dataset(cases, args.out, options, progress=None if args.quiet else lambda c: print(f"prepared {c}", file=sys.stderr),
@@ -99,7 +102,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     evaluation = args.evaluation.read_text(encoding="utf-8") if args.evaluation else None
     seconds = args.cpu_seconds if args.cpu_seconds or args.no_bench else measure_cpu_seconds(args.run)
-    entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation)
+    entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation, args.training_data)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -130,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="register, resample, mask, normalize and cache a dataset")
     p.add_argument("data", type=Path, help="folder of case folders, or a CSV manifest")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--layout", default="auto", help="auto, phantom, brats2023, brats2021, ucsf_pdgm or csv")
+    p.add_argument("--layout", default="auto", help=f"auto, {', '.join(LAYOUTS)} or csv")
+    p.add_argument("--split", help="only the cases that the folder's splits.tsv assigns to this split (e.g. train, val)")
     p.add_argument("--modalities", type=parse_modalities, default=MODALITIES, help="comma-separated inputs to cache (default: all found)")
     p.add_argument("--no-register", action="store_true", help="skip rigid registration (data already co-registered, e.g. BraTS)")
     p.add_argument("--normalization", help="normalization spec as JSON (default: brain_percentile 0.5/99.5)")
@@ -180,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parent.parent / "Resources" / "Models")
     p.add_argument("--description", required=True)
     p.add_argument("--role", choices=("synthesis", "auxiliary"), default="synthesis")
+    p.add_argument("--training-data", choices=tuple(TRAINING_DATA), default="phantom",
+                   help="what the model was trained on: sets the model card's known limits and data terms")
     p.add_argument("--evaluation", type=Path, help="Markdown evaluation table to put in the model card")
     p.add_argument("--no-bench", action="store_true", help="do not measure CPU seconds per volume")
     p.add_argument("--cpu-seconds", type=float, help="CPU seconds per volume measured earlier with virtual-contrast bench")

@@ -17,16 +17,8 @@ from VirtualContrastLib import INTENDED_USE
 from VirtualContrastLib.checkpoints import load_checkpoint
 from VirtualContrastLib.fileutil import atomic_write
 
+from .datacards import TRAINING_DATA
 from .export import export_run
-
-LIMITS = (
-    "Trained only on simulated data (the VirtualContrast physics phantom: MNI152 anatomy, MR signal "
-    "equations, synthetic tumours and gadolinium). It has never seen a real scanner's images; expect it to "
-    "miss or invent features (above all enhancement) on real data, most of all for lesions unlike the phantom's. "
-    "A synthetic CE-T1 is predicted from pre-contrast contrast alone and cannot show blood-brain-barrier "
-    "leakage that leaves no trace in T1, T2, ADC or FLAIR."
-)
-
 
 def _write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
@@ -44,7 +36,7 @@ def _metric_lines(best: dict[str, Any] | None) -> list[str]:
 
 
 def model_card(name: str, description: str, training: dict[str, Any], config: dict[str, Any], cpu_seconds: float | None,
-               evaluation: str | None) -> str:
+               evaluation: str | None, training_data: str = "phantom") -> str:
     """The Markdown model card of a bundled model."""
     data = training.get("data", {})
     schedule = "; ".join(f"{s['epochs']} epochs at λ = {tuple(s['weights'])}, lr {s['lr']:g}" for s in training.get("schedule", []))
@@ -77,13 +69,17 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
         "",
     ]
     if evaluation:
-        lines += ["## Held-out evaluation", "", evaluation.strip(), ""]
-    lines += ["## Intended use", "", INTENDED_USE, "", "## Known limits", "", LIMITS, ""]
+        lines += ["## Evaluation", "", evaluation.strip(), ""]
+    data_set = TRAINING_DATA[training_data]
+    if data_set["terms"]:
+        lines += ["## Data terms and citations", "", data_set["terms"], ""]
+    lines += ["## Intended use", "", INTENDED_USE, "", "## Known limits", "", data_set["limits"], ""]
     return "\n".join(lines)
 
 
 def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, description: str, role: str = "synthesis",
-               cpu_seconds: float | None = None, evaluation_markdown: str | None = None) -> dict[str, Any]:
+               cpu_seconds: float | None = None, evaluation_markdown: str | None = None,
+               training_data: str = "phantom") -> dict[str, Any]:
     """Export ``run_dir`` as bundled model ``name`` into ``models_dir``; returns its ``models.json`` entry."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -92,11 +88,11 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
     config = checkpoint.config.to_dict()
     card_name = f"{name}.md"
     _write_text_atomic(models_dir / card_name,
-                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown))
+                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data))
     entry = {
         "name": name, "file": path.name, "sha256": digest, "size_bytes": path.stat().st_size,
         "inputs": config["inputs"], "output": config["target"], "role": role, "description": description,
-        "intended_use": INTENDED_USE, "card": card_name,
+        "intended_use": INTENDED_USE, "card": card_name, "training_data": training_data,
         "cpu_seconds_per_volume": round(cpu_seconds, 1) if cpu_seconds else None, "gpu_seconds_per_volume": None,
     }
     index_path = models_dir / "models.json"

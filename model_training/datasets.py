@@ -8,13 +8,16 @@ adding a row to :data:`LAYOUTS`; nothing else needs to change.
 layout         t1            t1c        t2         flair        adc        mask                    labels
 =============  ============  =========  =========  ===========  =========  ======================  ======================
 phantom        -t1n          -t1c       -t2w       -t2f         -adc       -brainmask              -seg
+brats2018      t1            t1c        t2         flair        (none)     (none)                  seg
 brats2023      -t1n          -t1c       -t2w       -t2f         (none)     (none)                  -seg
 brats2021      _t1           _t1ce      _t2        _flair       (none)     (none)                  _seg
 ucsf_pdgm      _T1           _T1c       _T2        _FLAIR       _ADC       _brain_segmentation     _tumor_segmentation
 =============  ============  =========  =========  ===========  =========  ======================  ======================
 
-Each suffix is followed by one of :data:`EXTENSIONS`. The case id is the folder name. Tumour labels
-of BraTS 2021 and UCSF-PDGM (4 = enhancing) are rewritten to the BraTS 2023 convention
+Each suffix is followed by one of :data:`EXTENSIONS`. The case id is the folder name. ``brats2018`` is
+the plain naming that ``shared/realdata/extract.sh`` writes (``<case>/t1.nii.gz`` …); BraTS
+2018–2020 downloads with their original names (``*_t1ce.nii.gz``) match ``brats2021``. Tumour labels
+of BraTS 2018–2021 and UCSF-PDGM (4 = enhancing) are rewritten to the BraTS 2023 convention
 (3 = enhancing) by :data:`LABEL_MAPS`. A generic
 CSV manifest (:func:`read_manifest`) covers everything else: one row per case, a ``case_id``
 column, one column per modality (``t1``, ``t2``, ``adc``, ``flair``, ``t1c``) and optional
@@ -36,6 +39,7 @@ EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 LAYOUTS: dict[str, dict[str, str]] = {
     "phantom": {"t1": "-t1n", "t1c": "-t1c", "t2": "-t2w", "flair": "-t2f", "adc": "-adc", "mask": "-brainmask", "labels": "-seg"},
+    "brats2018": {"t1": "t1", "t1c": "t1c", "t2": "t2", "flair": "flair", "labels": "seg"},
     "brats2023": {"t1": "-t1n", "t1c": "-t1c", "t2": "-t2w", "flair": "-t2f", "labels": "-seg"},
     "brats2021": {"t1": "_t1", "t1c": "_t1ce", "t2": "_t2", "flair": "_flair", "labels": "_seg"},
     "ucsf_pdgm": {
@@ -45,7 +49,10 @@ LAYOUTS: dict[str, dict[str, str]] = {
 }
 
 #: Label values rewritten to the BraTS 2023 convention (3 = enhancing tumour) when preparing.
-LABEL_MAPS: dict[str, dict[int, int]] = {"brats2021": {4: 3}, "ucsf_pdgm": {4: 3}}
+LABEL_MAPS: dict[str, dict[int, int]] = {"brats2018": {4: 3}, "brats2021": {4: 3}, "ucsf_pdgm": {4: 3}}
+
+#: Optional table of fixed splits in a dataset folder: ``case<TAB>split[<TAB>cohort]`` per line.
+SPLITS_FILE = "splits.tsv"
 
 
 @dataclass
@@ -152,11 +159,46 @@ def read_manifest(csv_path: str | Path) -> list[CaseFiles]:
     return cases
 
 
-def list_cases(source: str | Path, layout: str = "auto") -> list[CaseFiles]:
-    """All cases of a dataset: a folder of case folders in ``layout`` (or detected) or a CSV manifest."""
+def read_splits(root: str | Path) -> dict[str, tuple[str, str]]:
+    """``{case: (split, cohort)}`` from the ``splits.tsv`` of a dataset folder (``case``-headed lines are skipped)."""
+    path = Path(root) / SPLITS_FILE
+    if not path.is_file():
+        raise InputError(f"{root} has no {SPLITS_FILE} (lines: case<TAB>split[<TAB>cohort]); prepare without --split")
+    splits: dict[str, tuple[str, str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        fields = line.rstrip("\r").split("\t")
+        if not line.strip() or fields[0] == "case":
+            continue
+        if len(fields) < 2 or not fields[1]:
+            raise InputError(f"{path.name} line {number}: expected case<TAB>split[<TAB>cohort], got {line!r}")
+        splits[fields[0]] = (fields[1], fields[2] if len(fields) > 2 else "")
+    return splits
+
+
+def list_cases(source: str | Path, layout: str = "auto", split: str | None = None) -> list[CaseFiles]:
+    """All cases of a dataset: a folder of case folders in ``layout`` (or detected) or a CSV manifest.
+
+    With ``split`` only the folder's cases that its ``splits.tsv`` assigns to that split are listed,
+    each with its split and cohort in :attr:`CaseFiles.info`.
+    """
     source = Path(source)
     if layout == "csv" or source.suffix.lower() == ".csv":
+        if split is not None:
+            raise InputError("--split works on a dataset folder with a splits.tsv, not on a CSV manifest")
         return read_manifest(source)
     if layout == "auto":
         layout = detect_layout(source)
-    return [read_case_folder(folder, layout) for folder in _case_folders(source)]
+    cases = [read_case_folder(folder, layout) for folder in _case_folders(source)]
+    if split is None:
+        return cases
+    splits = read_splits(source)
+    known = sorted({name for name, _ in splits.values()})
+    if split not in known:
+        raise InputError(f"split {split!r} is not in {source / SPLITS_FILE} (splits there: {', '.join(known)})")
+    missing = [case for case, (name, _) in splits.items() if name == split and not (source / case).is_dir()]
+    if missing:
+        raise InputError(f"{SPLITS_FILE} lists {len(missing)} {split} case(s) with no folder, e.g. {missing[0]}")
+    chosen = [case for case in cases if splits.get(case.case_id, ("", ""))[0] == split]
+    for case in chosen:
+        case.info.update(split=split, cohort=splits[case.case_id][1])
+    return chosen

@@ -11,7 +11,10 @@
   of the slab, not over |M|**: that is what the authors' code does (Keras ``K.mean`` of the masked
   map), and the phase-2 weight λ3 = 10 was tuned for that normalisation, so we follow the code.
   Optionally, as in the authors' code, differences above ``delta_max`` (likely misregistration)
-  are left out of M.
+  are left out of M. Where expert tumour labels exist, M can instead be the labelled tumour region
+  (``loss.local_labels`` in the config; the slab sampler supplies it as ``region``): on real scans
+  the normalized difference Y − X_T1 exceeds δ in vessels, dura and every slight intensity
+  mismatch, while the labels say where the tumour is.
 """
 
 from __future__ import annotations
@@ -84,12 +87,13 @@ class VirtualContrastLoss(nn.Module):
         self.delta_max = delta_max
         self.ssim = SSIMLoss(spatial_dims=2, data_range=1.0)
 
-    def terms(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unweighted terms for tensors (B, 1, D, H, W): ``mae``, ``ssim``, ``local``."""
+    def terms(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor,
+              region: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Unweighted terms for tensors (B, 1, D, H, W): ``mae``, ``ssim``, ``local`` (over ``region`` when given, else M)."""
         prediction = prediction.float()
         target = target.float()
         error = (prediction - target).abs()
-        mask = enhancement_mask(target, t1.float(), self.delta, self.delta_max)
+        mask = region.float() if region is not None else enhancement_mask(target, t1.float(), self.delta, self.delta_max)
         # SSIM on each depth slice as its own 2D image: (B, 1, D, H, W) -> (B·D, 1, H, W).
         slices = lambda x: x.transpose(1, 2).reshape(-1, 1, *x.shape[-2:])  # noqa: E731
         return {
@@ -98,8 +102,9 @@ class VirtualContrastLoss(nn.Module):
             "local": (error * mask).mean(),
         }
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor,
+                region: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total and the unweighted terms."""
-        terms = self.terms(prediction, target, t1)
+        terms = self.terms(prediction, target, t1, region)
         total = self.weights[0] * terms["mae"] + self.weights[1] * terms["ssim"] + self.weights[2] * terms["local"]
         return total, terms

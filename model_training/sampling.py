@@ -2,8 +2,9 @@
 
 Each item is one ``slab_depth``-slice axial slab over the full in-plane extent (paper: 3×256×192),
 zero-padded in-plane to a size shared by all cases and divisible by the network's multiple.
-Options: an in-plane random crop, over-sampling of slabs that contain enhancement
-(Y − X_T1 > δ inside the brain), and augmentation (in-plane flips, small intensity scale/shift of
+Options: an in-plane random crop, over-sampling of slabs that contain enhancement (the
+enhancing-tumour label where a case has labels, else Y − X_T1 > δ inside the brain), the
+local-loss region from the labels (``local_labels``), and augmentation (in-plane flips, small intensity scale/shift of
 the inputs) — both off by default, as in the paper. Slab starts only cover slabs that touch the
 brain (the paper drops the empty top and bottom slices) and include the last possible start.
 
@@ -22,6 +23,7 @@ from torch.utils.data import Dataset
 
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import MissingModalityError
+from VirtualContrastLib.metrics import ENHANCING_LABEL
 
 from .losses import DEFAULT_DELTA
 
@@ -36,6 +38,7 @@ class SamplingOptions:
     min_enhancing_voxels: int = 20
     augment: bool = False
     delta: float = DEFAULT_DELTA
+    local_labels: tuple[int, ...] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SamplingOptions":
@@ -43,6 +46,8 @@ class SamplingOptions:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if known.get("crop") is not None:
             known["crop"] = tuple(int(v) for v in known["crop"])
+        if known.get("local_labels") is not None:
+            known["local_labels"] = tuple(int(v) for v in known["local_labels"])
         return cls(**known)
 
 
@@ -68,10 +73,18 @@ class SlabDataset(Dataset):
                 raise MissingModalityError(f"training case {case.get('case_id', index)} lacks {', '.join(missing)} (re-run 'prepare' with these modalities)")
             if case["mask"].shape[0] < self.depth:
                 raise ValueError(f"a case has {case['mask'].shape[0]} slices, fewer than the slab depth {self.depth}")
+            if options.local_labels is not None and "labels" not in case:
+                raise MissingModalityError(f"training case {case.get('case_id', index)} has no tumour labels, which the "
+                                           "local loss (loss.local_labels) needs; prepare it with labels or drop local_labels")
             mask = case["mask"].astype(bool)
             target = case[f"norm_{config.target}"]
             t1 = case["norm_t1"]
-            enhancing = ((target.astype(np.float32) - t1.astype(np.float32)) > options.delta) & mask
+            if "labels" in case:
+                # Expert labels say where the tumour enhances; the normalized difference would also
+                # pick vessels, dura and intensity mismatch on real scans.
+                enhancing = case["labels"] == ENHANCING_LABEL
+            else:
+                enhancing = ((target.astype(np.float32) - t1.astype(np.float32)) > options.delta) & mask
             per_slice_brain = mask.reshape(mask.shape[0], -1).any(axis=1)
             per_slice_enh = enhancing.reshape(mask.shape[0], -1).sum(axis=1)
             starts = np.arange(mask.shape[0] - self.depth + 1)
@@ -82,6 +95,7 @@ class SlabDataset(Dataset):
                 "target": target,
                 "t1": t1,
                 "mask": case["mask"],
+                **({"region": np.isin(case["labels"], options.local_labels).astype(np.uint8)} if options.local_labels else {}),
                 "valid": valid,
                 "enhancing": rich,
             })
@@ -114,6 +128,7 @@ class SlabDataset(Dataset):
             "target": case["target"][region][None],
             "t1": case["t1"][region][None],
             "mask": case["mask"][region][None],
+            **({"region": case["region"][region][None]} if "region" in case else {}),
         }
         out = {}
         for key, array in arrays.items():

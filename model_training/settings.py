@@ -10,13 +10,15 @@ are merged over the parent's recursively (dicts merge, everything else replaces)
   ``max_val_cases`` to bound validation time.
 - ``sampling``: ``batch_size`` (per process), ``slabs_per_epoch``, ``crop``,
   ``enhancement_fraction``, ``augment`` (see :mod:`model_training.sampling`).
-- ``loss``: ``delta`` (δ of the mask M), ``delta_max``.
+- ``loss``: ``delta`` (δ of the mask M), ``delta_max``; ``local_labels``: tumour label values
+  (prepared convention, 3 = enhancing) whose voxels form the local-loss region instead of M.
 - ``schedule``: list of stages ``{"epochs", "weights": [λ1, λ2, λ3], "lr"}``.
 - ``optimizer``: Adam ``betas``; ``reset_between_stages`` (the authors re-compiled the Keras model
   for phase 2, which starts a fresh Adam state).
 - ``precision``: ``auto`` (bf16 on GPUs that support it, else fp16 with a GradScaler; fp32 on CPU),
   ``fp32``, ``bf16`` or ``fp16``; ``gradient_checkpointing``; ``channels_last``.
-- ``seed``, ``num_workers``, ``validation`` (``every`` epochs, ``tta``).
+- ``seed``, ``num_workers``, ``validation`` (``every`` epochs, ``tta``, ``select``: the rule that picks
+  ``best.pt``, one of :data:`SELECTION_RULES`).
 - ``init``: start from the weights of a bundled model (by name, SHA-256 checked) or a checkpoint
   file instead of a random initialization — fine-tuning. The architecture, its arguments and the
   number of inputs must match; the inputs themselves may differ (e.g. FLAIR in place of ADC).
@@ -37,6 +39,15 @@ from .losses import PAPER_SCHEDULE, Stage
 from .sampling import SamplingOptions
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+#: Rules that pick a run's ``best.pt`` from its validation means: name -> the ``val_<region>_<metric>``
+#: keys averaged into the score. ``brain_et_psnr`` weighs enhancement as much as the whole brain, so a
+#: checkpoint that renders the brain but not the enhancing tumour cannot win on the brain alone.
+SELECTION_RULES: dict[str, tuple[str, ...]] = {
+    "brain_psnr": ("val_brain_psnr",),
+    "brain_et_psnr": ("val_brain_psnr", "val_enhancing_tumour_psnr"),
+}
 
 
 class ConfigError(VirtualContrastError):
@@ -111,12 +122,16 @@ class TrainConfig:
             model = ModelConfig.from_dict(data.get("model", {}))
             sampling_section = dict(data.get("sampling", {}))
             batch_size = int(sampling_section.pop("batch_size", 3))
-            sampling = SamplingOptions.from_dict({**sampling_section, "delta": data.get("loss", {}).get("delta", 0.1)})
+            loss = data.get("loss", {})
+            sampling = SamplingOptions.from_dict({**sampling_section, "delta": loss.get("delta", 0.1), "local_labels": loss.get("local_labels")})
             stages = [Stage.from_dict(s) for s in data["schedule"]] if "schedule" in data else list(PAPER_SCHEDULE)
             optimizer = data.get("optimizer", {})
             precision = data.get("precision", "auto")
             if precision not in ("auto", "fp32", "bf16", "fp16"):
                 raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+            select = dict(data.get("validation", {})).get("select", "brain_psnr")
+            if select not in SELECTION_RULES:
+                raise ValueError(f"validation.select must be one of {', '.join(SELECTION_RULES)}, not {select!r}")
             if batch_size < 1 or sampling.slabs_per_epoch < batch_size:
                 raise ValueError("need batch_size >= 1 and slabs_per_epoch >= batch_size")
             return cls(

@@ -9,7 +9,7 @@ A run folder holds: ``state.pt`` (the training state after the last finished epo
 optimizer, GradScaler, epoch, RNG, history — written with
 :func:`VirtualContrastLib.checkpoints.save_checkpoint`, so it is read back with
 ``torch.load(weights_only=True)``), ``best.pt`` (an engine checkpoint of the epoch with the best
-validation brain PSNR), ``log.csv`` (one row per epoch), ``steps.csv`` (one row per step),
+validation score under the config's selection rule, ``validation.select``), ``log.csv`` (one row per epoch), ``steps.csv`` (one row per step),
 ``tb/`` (TensorBoard) and ``train_config.json``.
 
 Validation runs each epoch (or every ``validation.every`` epochs) on whole validation volumes
@@ -42,11 +42,18 @@ from VirtualContrastLib.networks import build_network, in_plane_multiple
 from .losses import VirtualContrastLoss, stage_at, total_epochs
 from .prepare import load_case, load_index
 from .sampling import SlabDataset
-from .settings import TrainConfig
+from .settings import SELECTION_RULES, TrainConfig
 
 STATE_NAME = "state.pt"
 BEST_NAME = "best.pt"
-SELECTION_METRIC = ("brain", "psnr")
+
+
+def selection_score(row: dict[str, Any], rule: str) -> float | None:
+    """The score of a validated epoch under a selection rule; None when a key it needs is missing or NaN."""
+    values = [row.get(key) for key in SELECTION_RULES[rule]]
+    if any(value is None or not np.isfinite(value) for value in values):
+        return None
+    return float(np.mean(values))
 
 
 def export_config(config: TrainConfig) -> ModelConfig:
@@ -184,11 +191,12 @@ class Trainer:
         inputs = batch["inputs"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         target = batch["target"].to(self.device, non_blocking=True)
         t1 = batch["t1"].to(self.device, non_blocking=True)
+        region = batch["region"].to(self.device, non_blocking=True) if "region" in batch else None
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with autocast:
             prediction = self.model(inputs)
         # The loss runs in fp32: SSIM's variance terms lose too much in half precision.
-        total, terms = self.loss(prediction.float(), target, t1)
+        total, terms = self.loss(prediction.float(), target, t1, region)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -209,7 +217,7 @@ class Trainer:
         (train_dir, train_ids), _ = split_cases(self.config)
         # Only the normalized images and the mask: the raw float32 copies would double the memory.
         model = self.config.model
-        keys = ["case_id", "mask", *(f"norm_{m}" for m in dict.fromkeys([*model.inputs, model.target, "t1"]))]
+        keys = ["case_id", "mask", "labels", *(f"norm_{m}" for m in dict.fromkeys([*model.inputs, model.target, "t1"]))]
         cases = [load_case(train_dir, case_id, keys) for case_id in train_ids]
         dataset = SlabDataset(cases, self.config.model, self.config.sampling, in_plane_multiple(self.config.model), seed=self.config.seed)
         sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False, drop_last=True) if self.distributed else None
@@ -342,10 +350,11 @@ class Trainer:
         for key, value in row.items():
             if key != "epoch":
                 writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
-        score = row.get(f"val_{SELECTION_METRIC[0]}_{SELECTION_METRIC[1]}")
+        rule = self.config.validation.get("select", "brain_psnr")
+        score = selection_score(row, rule)
         # Without validation scores the latest epoch is kept; a scored epoch only yields to a better score.
         if self.best is None or (score is not None and score > self.best.get("score", -np.inf)) or (score is None and "score" not in self.best):
-            self.best = {"epoch": row["epoch"], "metric": "_".join(SELECTION_METRIC), **({"score": score} if score is not None else {}),
+            self.best = {"epoch": row["epoch"], "metric": rule, **({"score": score} if score is not None else {}),
                          "validation": {k: v for k, v in row.items() if k.startswith("val_")}}
             save_checkpoint(self.out_dir / BEST_NAME, export_config(self.config), self.network.state_dict(), self.summary())
         self.save_state()

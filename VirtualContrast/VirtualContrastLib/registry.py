@@ -3,7 +3,8 @@
 ``models.json`` is ``{"models": [entry, ...]}``; each entry has ``name``, ``file``, ``sha256``,
 ``size_bytes``, ``inputs``, ``output`` ("t1c", or "t2"/"adc" for auxiliary models), ``role``
 ("synthesis" or "auxiliary"), ``description``, ``intended_use``, ``card`` (a Markdown file beside
-the checkpoint) and the measured ``cpu_seconds_per_volume`` / ``gpu_seconds_per_volume``.
+the checkpoint), ``training_data`` ("phantom" or the real data set, e.g. "brats2018") and the
+measured ``cpu_seconds_per_volume`` / ``gpu_seconds_per_volume``.
 The folder is found in the source tree (``<repo>/Resources/Models``), in Slicer's installed
 layout (``Resources/Models`` beside ``VirtualContrastLib/``), or where
 ``VIRTUALCONTRAST_MODELS_DIR`` points.
@@ -41,6 +42,7 @@ class ModelEntry:
     description: str = ""
     intended_use: str = ""
     card: str | None = None
+    training_data: str = "phantom"
     cpu_seconds_per_volume: float | None = None
     gpu_seconds_per_volume: float | None = None
 
@@ -165,7 +167,8 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedM
 def default_model_for(modalities: Iterable[str]) -> ModelEntry:
     """The bundled synthesis model whose inputs are all available, preferring the one using the most.
 
-    Ties go to the entry listed first in ``models.json`` (the T1+T2+ADC default before the FLAIR model).
+    Among models with as many inputs, one trained on real scans wins over a phantom-trained one; further
+    ties go to the entry listed first in ``models.json`` (the T1+T2+ADC default before the FLAIR models).
     """
     available = set(modalities)
     synthesis = [e for e in list_models() if e.role == "synthesis" and e.output == "t1c"]
@@ -175,7 +178,7 @@ def default_model_for(modalities: Iterable[str]) -> ModelEntry:
     if not usable:
         needs = "; ".join(f"{e.name}: {'+'.join(e.inputs)}" for e in synthesis)
         raise MissingModalityError(f"no bundled model works with {'+'.join(sorted(available)) or 'no inputs'} (models need {needs})")
-    return max(usable, key=lambda e: len(e.inputs))
+    return max(usable, key=lambda e: (len(e.inputs), e.training_data != "phantom"))
 
 
 def auxiliary_model_for(modality: str, available: Iterable[str]) -> ModelEntry | None:
