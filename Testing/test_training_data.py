@@ -10,9 +10,10 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model_training.datasets import LAYOUTS, detect_layout, list_cases, read_manifest
+from model_training.datasets import list_cases, read_manifest
 from model_training.prepare import PrepareOptions, load_case, prepare_dataset
 from model_training.sampling import SamplingOptions, SlabDataset
+from VirtualContrastLib.cases import LAYOUTS, detect_layout
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError, MissingModalityError
 

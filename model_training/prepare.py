@@ -24,12 +24,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import SimpleITK as sitk
 
+from VirtualContrastLib.cases import TARGET, CaseFiles
 from VirtualContrastLib.config import DEFAULT_NORMALIZATION
 from VirtualContrastLib.errors import InputError, VirtualContrastError
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.parallel import ordered_map
-
-from .datasets import TARGET, CaseFiles
 
 INDEX_NAME = "index.json"
 

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from .registry import LoadedModel
     from .synthesis import SynthesisResult
 
-#: BraTS-style file suffixes of a case folder (``<case>/<case>-t1n.nii.gz`` ...).
-BRATS_SUFFIXES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "mask": "brainmask"}
-INPUT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 MANIFEST_COLUMNS = ("case_id", "t1", "t2", "adc", "flair", "mask")
 
 SUBTRACTION_DESCRIPTION = "SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only"
@@ -74,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Synthesize every case; a failing case is reported and the batch goes on. " + INTENDED_USE,
     )
     source = batch.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input-dir", type=Path, help="folder of case folders <case>/<case>-t1n.nii.gz, -t2w, -t2f, -adc, -brainmask")
+    source.add_argument("--input-dir", type=Path, help="folder of case folders, e.g. <case>/<case>-t1n.nii.gz, -t2w, -t2f, -adc, -brainmask "
+                        "(or another known layout: BraTS 2018/2021/2023, UCSF-PDGM)")
     source.add_argument("--manifest", type=Path, help="CSV with columns case_id,t1,t2,adc,flair,mask (paths relative to the CSV)")
     batch.add_argument("--out-dir", required=True, type=Path, help="outputs go to <out-dir>/<case>/")
     _add_engine_options(batch)
@@ -213,22 +211,13 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     return 0
 
 
-def _find_input(folder: Path, case: str, suffix: str) -> Path | None:
-    return next((folder / f"{case}-{suffix}{ext}" for ext in INPUT_EXTENSIONS if (folder / f"{case}-{suffix}{ext}").exists()), None)
-
-
 def cases_from_folder(folder: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
-    """(case_id, inputs, mask) for every BraTS-style case folder under ``folder``."""
-    if not folder.is_dir():
-        raise InputError(f"input folder not found: {folder}")
-    cases = []
-    for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        found = {name: _find_input(case_dir, case_dir.name, suffix) for name, suffix in BRATS_SUFFIXES.items()}
-        mask = found.pop("mask")
-        cases.append((case_dir.name, {k: v for k, v in found.items() if v is not None}, mask))
-    if not cases:
-        raise InputError(f"{folder} holds no case folders (<case>/<case>-t1n.nii.gz ...)")
-    return cases
+    """(case_id, inputs, mask) for every case folder under ``folder``, in any layout of :mod:`VirtualContrastLib.cases`."""
+    from .cases import case_folders, detect_layout, read_case_folder
+
+    layout = detect_layout(folder, required=("t1",))
+    cases = [read_case_folder(case_dir, layout) for case_dir in case_folders(folder)]
+    return [(case.case_id, {m: path for m, path in case.images.items() if m in MODALITIES}, case.mask) for case in cases]
 
 
 def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
@@ -268,7 +257,7 @@ def run_batch(args: argparse.Namespace) -> int:
         status, message, model_name = "ok", "", ""
         try:
             if "t1" not in inputs:
-                raise InputError("no T1 (<case>-t1n) found")
+                raise InputError("no T1 found")
             key = args.model or ""
             if args.model is None:
                 from .registry import default_model_for
