@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from scipy.spatial.transform import Rotation
 
+from conftest import head as make_head
+from conftest import rotation
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import CancelledError, DeviceError, InputError, MissingModalityError
@@ -21,6 +22,7 @@ from VirtualContrastLib.synthesis import (
     SynthesisOptions,
     count_slabs,
     cpu_supports_bf16,
+    load_auxiliaries,
     predict_volume,
     resolve_precision,
     synthesize,
@@ -55,21 +57,9 @@ def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, s
     return LoadedModel(name=f"tiny-{architecture}", config=config, network=network, sha256="", path=Path("tiny.pt"))
 
 
-def rotation(degrees) -> tuple[float, ...]:
-    return tuple(Rotation.from_euler("xyz", degrees, degrees=True).as_matrix().ravel())
-
-
 def head(shape=(14, 24, 20), spacing=(2.0, 2.0, 3.5), origin=(-20.0, -24.0, -24.0), direction=None, seed=0, level=100.0) -> sitk.Image:
-    """Skull-stripped ellipsoid 'brain' with texture and a bright blob, 0 outside."""
-    z, y, x = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
-    inside = (z / 0.45) ** 2 + (y / 0.45) ** 2 + (x / 0.45) ** 2 < 1
-    blob = (z**2 + (y - 0.1) ** 2 + (x + 0.1) ** 2) < 0.02
-    array = np.where(inside, level + 0.3 * level * np.random.default_rng(seed).random(shape) + level * blob, 0)
-    image = sitk.GetImageFromArray(array.astype(np.float32))
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction or rotation((0, 0, 0)))
-    return image
+    """This module's head: with a bright blob, on an identity-direction grid unless told otherwise."""
+    return make_head(shape, spacing, origin, direction or rotation((0, 0, 0)), seed, level, blob=True)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
@@ -169,7 +159,7 @@ def test_cancel_after_first_slab_raises():
     assert len(slabs) == 1
 
 
-def test_missing_input_policies(tmp_path, monkeypatch):
+def test_missing_input_policies(bundled_models):
     model = tiny_model(inputs=("t1", "t2", "adc"))
     images = {"t1": head(), "adc": head(seed=2, level=0.8)}
     with pytest.raises(MissingModalityError, match="needs T2.*'auxiliary'.*'zeros'"):
@@ -177,11 +167,10 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     zero = synthesize(images, model, options=SynthesisOptions(missing_policy="zeros", **FP32))
     assert any("T2 was not given and was zero-filled" in note for note in zero.notes)
 
-    folder = tmp_path / "models"
-    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(folder))
-    folder.mkdir()
-    (folder / "models.json").write_text('{"models": []}', encoding="utf-8")
+    folder = bundled_models([])
     with pytest.raises(MissingModalityError, match="no bundled auxiliary model predicts it"):
+        load_auxiliaries(model, images, "auxiliary")
+    with pytest.raises(MissingModalityError, match="no auxiliary model that predicts it from ADC\\+T1 was given"):
         synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32))
 
     aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
@@ -190,7 +179,10 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     entry = {"name": "t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"], "output": "t2", "role": "auxiliary"}
     (folder / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
     seen = []
-    aux = synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32), progress=lambda f, m: seen.append(f))
+    auxiliaries = load_auxiliaries(model, images, "auxiliary")
+    assert load_auxiliaries(model, images, "zeros") == {} and set(auxiliaries) == {"t2"}
+    aux = synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32), progress=lambda f, m: seen.append(f),
+                     auxiliaries=auxiliaries)
     assert any("T2 was not given: predicted from T1 by auxiliary model t2-from-t1" in note for note in aux.notes)
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert not np.allclose(sitk.GetArrayFromImage(aux.synthetic), sitk.GetArrayFromImage(zero.synthetic))
@@ -219,3 +211,34 @@ def test_auto_precision_follows_cpu_bf16_support_and_bf16_stays_close_to_fp32():
     assert bf16.precision == "bf16"
     difference = np.abs(sitk.GetArrayFromImage(bf16.synthetic) - fp32)
     assert difference.max() < 0.05 * fp32.max()
+
+
+def snapshot(network: torch.nn.Module) -> list[tuple]:
+    """Where and how every parameter and buffer of a network is: device, layout, storage and values."""
+    return [(name, t.device, t.dtype, t.stride(), t.data_ptr(), t.detach().clone())
+            for name, t in [*network.named_parameters(), *network.named_buffers()]]
+
+
+def test_synthesize_leaves_the_callers_network_where_and_how_it_was():
+    model = tiny_model(inputs=("t1", "t2"))
+    model.network.train()
+    before = snapshot(model.network)
+    synthesize({"t1": head(), "t2": head(seed=1, level=200.0)}, model, options=SynthesisOptions(**FP32))
+    after = snapshot(model.network)
+    assert model.network.training
+    for (name, *was, values), (_, *now, new_values) in zip(before, after):
+        assert was == now and torch.equal(values, new_values), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_out_of_memory_finishes_on_a_cpu_copy_and_leaves_the_network_on_the_gpu():
+    model = tiny_model(inputs=("t1", "t2"))
+    model.network.to("cuda")
+
+    def out_of_memory(batch: torch.Tensor) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("forced by the test")
+
+    model.network.forward = out_of_memory  # only this instance: the CPU copy is built afresh and runs
+    result = synthesize({"t1": head(), "t2": head(seed=1, level=200.0)}, model, options=SynthesisOptions(device="cuda", precision="fp32"))
+    assert result.device == "cpu" and any("finished on the CPU" in note for note in result.notes)
+    assert all(p.device.type == "cuda" for p in model.network.parameters())

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE, MODALITIES
+from VirtualContrastLib.cases import LAYOUTS
 from VirtualContrastLib.cli import run_command
 from VirtualContrastLib.model_info import parse_modalities
 
 from .datacards import TRAINING_DATA
-from .datasets import LAYOUTS
 
 PROG = "virtual-contrast-train"
 

@@ -14,7 +14,6 @@ checkpoint's schedule), ``fig9`` (threshold δ, read from each checkpoint's loss
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +22,7 @@ import SimpleITK as sitk
 
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.fileutil import write_csv
 
 from .prepare import image_from_array, load_case, load_index
 
@@ -114,7 +114,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
         raise InputError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = [load_model(str(path), device="cpu") for path in checkpoints]
+    models = [load_model(str(path), device=device) for path in checkpoints]
     names = list(labels) if labels else [model_label(m) for m in models]
     if len(names) != len(models) or len(set(names)) != len(names):
         raise InputError(f"give one distinct label per checkpoint: {len(models)} checkpoint(s), labels {names} "
@@ -172,10 +172,7 @@ def table_rows(results: dict[str, list[dict[str, dict[str, float]]]], columns: l
 
 def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
     """Write ``stem.csv`` (all numbers) and ``stem.md`` (mean ± std, p vs reference)."""
-    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(stem.with_suffix(".csv"), rows)
     columns = [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")]
     with_setting = any(row["setting"] for row in rows)
     header = ["Model", *(["Setting"] if with_setting else []), *(c.replace("_", " ") for c in columns)]
@@ -201,11 +198,7 @@ def write_per_case(results: dict[str, list[dict[str, dict[str, float]]]], case_i
     for name, per_case in results.items():
         for case_id, values in zip(case_ids, per_case):
             rows.append({"model": name, "case": case_id, **{f"{r}_{m}": v for r, ms in values.items() for m, v in ms.items()}})
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:

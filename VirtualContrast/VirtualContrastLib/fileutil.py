@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 
 @contextmanager
@@ -28,3 +29,15 @@ def atomic_write(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` as CSV with a header, atomically; columns are ``fields`` or every key in first-seen order."""
+    path = Path(path)
+    columns = list(fields) if fields is not None else list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_write(path, suffix=".csv") as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return path

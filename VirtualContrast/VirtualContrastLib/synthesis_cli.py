@@ -11,18 +11,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
+from .fileutil import write_csv
+from .options import SynthesisOptions
+from .report import RunReport, check_report_path
 
 if TYPE_CHECKING:
     from .registry import LoadedModel
-    from .synthesis import SynthesisOptions, SynthesisResult
+    from .synthesis import SynthesisResult
 
-#: BraTS-style file suffixes of a case folder (``<case>/<case>-t1n.nii.gz`` ...).
-BRATS_SUFFIXES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "mask": "brainmask"}
-INPUT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 MANIFEST_COLUMNS = ("case_id", "t1", "t2", "adc", "flair", "mask")
 
 SUBTRACTION_DESCRIPTION = "SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only"
@@ -42,14 +42,7 @@ class SynthesisJob:
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="bundled model name or checkpoint file (default: the bundled model matching the inputs)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    parser.add_argument("--overlap", type=float, default=None, help="slab overlap fraction in [0, 1) (default 1/3)")
-    parser.add_argument("--batch-size", type=int, default=None, help="slabs per forward pass (default 2 on CPU, 4 on GPU)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto: bf16 on CPUs/GPUs that support it, else fp32 (CPU) / fp16 (GPU)")
-    parser.add_argument("--missing", default="error", choices=("error", "auxiliary", "zeros"),
-                        help="when a model input is not given: stop (default), predict it from T1 with an auxiliary model, or zero-fill")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation with flips (4x slower; gives an uncertainty map)")
+    SynthesisOptions.add_arguments(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     single.add_argument("--quiet", action="store_true", help="no progress bar")
     single.add_argument("--progress-lines", action="store_true",
                         help="report progress as 'PROGRESS <fraction> <step>' lines on stderr (for front ends such as Slicer)")
+    single.add_argument("--report", type=Path, metavar="RESULT.json",
+                        help="write model, device, precision, notes, outputs and error as JSON, also when the run fails")
     _add_engine_options(single)
     single.set_defaults(func=run)
 
@@ -76,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Synthesize every case; a failing case is reported and the batch goes on. " + INTENDED_USE,
     )
     source = batch.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input-dir", type=Path, help="folder of case folders <case>/<case>-t1n.nii.gz, -t2w, -t2f, -adc, -brainmask")
+    source.add_argument("--input-dir", type=Path, help="folder of case folders, e.g. <case>/<case>-t1n.nii.gz, -t2w, -t2f, -adc, -brainmask "
+                        "(or another known layout: BraTS 2018/2021/2023, UCSF-PDGM)")
     source.add_argument("--manifest", type=Path, help="CSV with columns case_id,t1,t2,adc,flair,mask (paths relative to the CSV)")
     batch.add_argument("--out-dir", required=True, type=Path, help="outputs go to <out-dir>/<case>/")
     _add_engine_options(batch)
@@ -87,19 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.set_defaults(func=run_models)
 
 
-def options_from_args(args: argparse.Namespace) -> "SynthesisOptions":
-    """Engine options from parsed command-line arguments (validated)."""
-    from .synthesis import DEFAULT_OVERLAP, SynthesisOptions
-
-    options = SynthesisOptions(
-        device=args.device,
-        overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        tta=bool(args.tta or getattr(args, "uncertainty", None)),
-        missing_policy=args.missing,
-    )
-    options.validate()
+def options_from_args(args: argparse.Namespace) -> SynthesisOptions:
+    """Engine options from parsed command-line arguments (validated); an uncertainty output turns on TTA."""
+    options = SynthesisOptions.from_args(args)
+    options.tta = bool(options.tta or getattr(args, "uncertainty", None))
     return options
 
 
@@ -122,8 +109,9 @@ def run_job(
     options: "SynthesisOptions",
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    auxiliaries: "Mapping[str, LoadedModel] | None" = None,
 ) -> "SynthesisResult":
-    """Read the job's inputs, synthesize and write the outputs (only once everything has run)."""
+    """Read the job's inputs, synthesize (``auxiliaries``: see ``synthesize``) and write the outputs once everything has run."""
     from .imageio import check_output_path, read_image, write_image
     from .synthesis import synthesize
 
@@ -137,7 +125,7 @@ def run_job(
         raise InputError("two outputs have the same path")
     images = {name: read_image(path) for name, path in job.inputs.items()}
     mask = read_image(job.mask, mask=True) if job.mask is not None else None
-    result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel)
+    result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel, auxiliaries=auxiliaries)
     write_image(result.synthetic, job.output, synthetic=True)
     if job.subtraction is not None:
         write_image(result.subtraction, job.subtraction, synthetic=True, description=SUBTRACTION_DESCRIPTION)
@@ -146,19 +134,37 @@ def run_job(
     return result
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 #: Prefix of the machine-readable progress lines of ``--progress-lines``.
 PROGRESS_PREFIX = "PROGRESS"
 
 
 def run(args: argparse.Namespace) -> int:
-    """``virtual-contrast synthesize``."""
+    """``virtual-contrast synthesize``; with ``--report`` the outcome is also written as JSON, success or not."""
+    report = RunReport()
+    if args.report is not None:
+        check_report_path(args.report)
+    try:
+        return _run(args, report)
+    except VirtualContrastError as error:
+        report.error = str(error)
+        raise
+    except KeyboardInterrupt:
+        report.error = "interrupted"
+        raise
+    except Exception as error:
+        report.error = f"internal error {type(error).__name__}: {error}"
+        raise
+    finally:
+        if args.report is not None:
+            report.write(args.report)
+
+
+def _run(args: argparse.Namespace, report: RunReport) -> int:
+    """Synthesize one case, filling ``report`` as the run goes."""
     from tqdm import tqdm
 
     from .imageio import check_output_path
+    from .synthesis import load_auxiliaries
 
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
@@ -171,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_output_path(path)
     model = choose_model(args.model, list(inputs), options.device, print)
+    report.model = model.name
+    auxiliaries = load_auxiliaries(model, inputs, options.missing_policy)
     bars: list[tqdm] = []
 
     def progress(fraction: float, message: str) -> None:
@@ -185,10 +193,13 @@ def run(args: argparse.Namespace) -> int:
         bars[0].update(round(100 * fraction) - bars[0].n)
 
     try:
-        result = run_job(job, model, options, progress=progress)
+        result = run_job(job, model, options, progress=progress, auxiliaries=auxiliaries)
     finally:
         for bar in bars:
             bar.close()
+    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty}
+    report.outputs = {kind: str(path) for kind, path in written.items() if path is not None}
+    report.device, report.precision, report.notes, report.seconds = result.device, result.precision, list(result.notes), result.seconds
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote synthetic CE-T1: {job.output}")
@@ -200,22 +211,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_input(folder: Path, case: str, suffix: str) -> Path | None:
-    return next((folder / f"{case}-{suffix}{ext}" for ext in INPUT_EXTENSIONS if (folder / f"{case}-{suffix}{ext}").exists()), None)
-
-
 def cases_from_folder(folder: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
-    """(case_id, inputs, mask) for every BraTS-style case folder under ``folder``."""
-    if not folder.is_dir():
-        raise InputError(f"input folder not found: {folder}")
-    cases = []
-    for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        found = {name: _find_input(case_dir, case_dir.name, suffix) for name, suffix in BRATS_SUFFIXES.items()}
-        mask = found.pop("mask")
-        cases.append((case_dir.name, {k: v for k, v in found.items() if v is not None}, mask))
-    if not cases:
-        raise InputError(f"{folder} holds no case folders (<case>/<case>-t1n.nii.gz ...)")
-    return cases
+    """(case_id, inputs, mask) for every case folder under ``folder``, in any layout of :mod:`VirtualContrastLib.cases`."""
+    from .cases import case_folders, detect_layout, read_case_folder
+
+    layout = detect_layout(folder, required=("t1",))
+    cases = [read_case_folder(case_dir, layout) for case_dir in case_folders(folder)]
+    return [(case.case_id, {m: path for m, path in case.images.items() if m in MODALITIES}, case.mask) for case in cases]
 
 
 def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
@@ -241,9 +243,13 @@ def run_batch(args: argparse.Namespace) -> int:
     """``virtual-contrast batch``: every case, errors reported per case, summary at the end."""
     from tqdm import tqdm
 
+    from .synthesis import load_auxiliaries
+
     options = options_from_args(args)
     cases = cases_from_folder(args.input_dir) if args.input_dir else cases_from_manifest(args.manifest)
+    # Models are loaded once per batch, auxiliary ones too (by name), and shared by the cases.
     models: dict[str, "LoadedModel"] = {}
+    auxiliary_models: dict[str, "LoadedModel"] = {}
     summary: list[dict[str, str]] = []
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr)
     for case_id, inputs, mask in bar:
@@ -251,7 +257,7 @@ def run_batch(args: argparse.Namespace) -> int:
         status, message, model_name = "ok", "", ""
         try:
             if "t1" not in inputs:
-                raise InputError("no T1 (<case>-t1n) found")
+                raise InputError("no T1 found")
             key = args.model or ""
             if args.model is None:
                 from .registry import default_model_for
@@ -266,7 +272,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 subtraction=out / f"{case_id}-subtraction.nii.gz",
                 uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
             )
-            result = run_job(job, models[key], options)
+            auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
+            result = run_job(job, models[key], options, auxiliaries=auxiliaries)
             message = "; ".join(result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)
@@ -279,10 +286,7 @@ def run_batch(args: argparse.Namespace) -> int:
     bar.close()
     failed = [row for row in summary if row["status"] != "ok"]
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with (args.out_dir / "batch_summary.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    write_csv(args.out_dir / "batch_summary.csv", summary)
     print(f"{len(summary)} cases: {len(summary) - len(failed)} done, {len(failed)} failed; summary in {args.out_dir / 'batch_summary.csv'}")
     for row in failed:
         print(f"  failed {row['case_id']}: {row['message']}")

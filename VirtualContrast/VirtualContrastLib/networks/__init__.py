@@ -6,6 +6,7 @@ linear (callers clamp to [0, 1]). H and W must be multiples of :func:`in_plane_m
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..config import ModelConfig
@@ -35,7 +36,7 @@ ARCHITECTURES: dict[str, str] = {
     "unet2d": "MONAI 2D U-Net applied slice by slice",
 }
 
-_ARCH_KWARGS = {"width", "checkpointing"}
+_ARCH_KWARGS = {"width"}
 
 
 def _check(config: ModelConfig) -> None:
@@ -53,12 +54,12 @@ def _check(config: ModelConfig) -> None:
         raise VirtualContrastError(f"arch_kwargs width must be a positive integer, got {width!r}")
 
 
-def build_network(config: ModelConfig) -> nn.Module:
+def build_network(config: ModelConfig, checkpointing: bool = False) -> nn.Module:
     """Build the (untrained) network that ``config`` describes.
 
-    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64) and
-    ``checkpointing`` (HR-FCN variants recompute FCN-module activations in the backward pass
-    to save memory; the U-Nets ignore it).
+    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64). ``checkpointing``
+    is a training option, not part of the model: HR-FCN variants then recompute FCN-module
+    activations in the backward pass to save memory (the U-Nets ignore it).
     """
     _check(config)
     width = config.arch_kwargs.get("width", LITE_WIDTH)
@@ -67,8 +68,30 @@ def build_network(config: ModelConfig) -> nn.Module:
         return UNet3D(in_channels, width)
     if config.architecture == "unet2d":
         return UNet2D(in_channels, width)
-    checkpointing = bool(config.arch_kwargs.get("checkpointing", False))
     return HRFCN(in_channels, width, checkpointing=checkpointing, **VARIANTS[config.architecture])
+
+
+def place_network(network: nn.Module, device: torch.device) -> bool:
+    """Move a network the caller owns to ``device``; on CPU try channels_last_3d. Returns whether that layout is in use."""
+    network.to(device)
+    if device.type != "cpu":
+        return False
+    try:
+        network.to(memory_format=torch.channels_last_3d)
+    except RuntimeError:  # networks with 4D (2D-conv) weights cannot take the 5D layout
+        return False
+    return True
+
+
+def network_device(network: nn.Module) -> torch.device:
+    """The device a network's parameters are on (CPU for a network without parameters)."""
+    return next((p.device for p in network.parameters()), torch.device("cpu"))
+
+
+def uses_channels_last(network: nn.Module) -> bool:
+    """Whether the network's 3D convolution weights are in channels_last_3d layout (then feed it that layout too)."""
+    layout = torch.channels_last_3d
+    return any(p.dim() == 5 and not p.is_contiguous() and p.is_contiguous(memory_format=layout) for p in network.parameters())
 
 
 def in_plane_multiple(config: ModelConfig) -> int:
@@ -88,4 +111,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "in_plane_multiple",
+    "network_device",
+    "place_network",
+    "uses_channels_last",
 ]
