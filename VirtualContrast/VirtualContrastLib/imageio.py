@@ -80,10 +80,15 @@ def _read_dicom_series(directory: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files_by_series[chosen])
     reader.MetaDataDictionaryArrayUpdateOn()
+    # ITK's multi-line warning about uneven slices is replaced by the one-line refusal below.
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         image = reader.Execute()
     except RuntimeError:
         raise InputError(f"cannot read the DICOM series in {directory}: the files are damaged or not one volume") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     _check_slice_positions(reader, len(files_by_series[chosen]), image, directory)
     return image
 
@@ -95,18 +100,18 @@ def _check_slice_positions(reader: sitk.ImageSeriesReader, count: int, image: si
         depths = np.array([np.dot(normal, [float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]) for i in range(count)])
     except (RuntimeError, ValueError):
         raise InputError(f"the DICOM series in {directory} has slices without a readable position (ImagePositionPatient)") from None
-    gaps = np.abs(np.diff(depths))
-    if gaps.size == 0:
+    if depths.size < 2:
         return
-    typical = float(np.median(gaps))
-    if typical == 0 or np.any(gaps < 1e-3):
+    if np.any(np.diff(np.sort(depths)) < 1e-3):
         raise InputError(f"the DICOM series in {directory} has two or more slices at the same position; give one volume per folder")
+    gaps = np.abs(np.diff(depths))
+    typical = float(np.median(gaps))
     uneven = np.abs(gaps - typical) > SLICE_GAP_TOLERANCE * typical
     if np.any(uneven):
         worst = float(gaps[np.argmax(np.abs(gaps - typical))])
         raise InputError(
-            f"the DICOM series in {directory} is not evenly spaced: slices are {typical:.2f} mm apart but "
-            f"{int(uneven.sum())} gap(s) are not (largest deviation {worst:.2f} mm; a missing or damaged slice?)"
+            f"the DICOM series in {directory} is not evenly spaced: slices are {typical:.2f} mm apart except "
+            f"{int(uneven.sum())} gap(s) (the worst {worst:.2f} mm): a missing or damaged slice?"
         )
 
 
