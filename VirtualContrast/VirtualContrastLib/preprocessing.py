@@ -68,8 +68,8 @@ def default_brain_mask(t1: sitk.Image) -> sitk.Image:
     """Brain (or head) mask used when the user gives none, as UInt8 0/1 on the T1 grid.
 
     Skull-stripped T1 (see :func:`is_skull_stripped`): ``T1 > 0``, closed with a 2 mm ball (at most
-    :data:`MAX_RADIUS_VOXELS` voxels) and with enclosed holes filled. Otherwise: Otsu threshold, largest connected component, closing
-    and hole filling, which gives a head mask (skull included); give a brain mask for better
+    :data:`MAX_RADIUS_VOXELS` voxels) and with enclosed holes filled. Otherwise: Otsu threshold,
+    largest connected component, closing and hole filling, which gives a head mask (skull included); give a brain mask for better
     normalization of such images.
     """
     radius = _radius_voxels(t1, 2.0)

@@ -275,14 +275,14 @@ def synthesize(
     unknown = sorted(set(images) - set(MODALITIES))
     if unknown:
         raise InputError(f"unknown modalities {unknown}; known: {', '.join(MODALITIES)}")
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
     given = {name: image for name, image in images.items() if image is not None}
     # The checks read_image does, for images that come without a file (Slicer, training).
     for name, image in given.items():
         check_image(image, name.upper())
     if brain_mask is not None:
         check_image(brain_mask, "the brain mask", mask=True)
-    device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
     auxiliaries = _resolve_missing(model, set(given), options.missing_policy)
     needed = set(model.config.inputs) | {m for aux in auxiliaries.values() if aux for m in aux.config.inputs}
     multiple = math.lcm(in_plane_multiple(model.config), *(in_plane_multiple(a.config) for a in auxiliaries.values() if a))
