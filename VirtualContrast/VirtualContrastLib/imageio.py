@@ -145,8 +145,11 @@ def _nifti_layout(header: bytes) -> tuple[str, int, int, int, bool]:
         else:
             continue
         voxels = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + min(max(int(dims[0]), 0), 7)]]))
-        return order, datatype, voxels * max(int(bitpix), 0) // 8, offset, magic in (b"n+1", b"n+2")
-    raise InputError("not a NIfTI header")
+        single = magic in (b"n+1", b"n+2")
+        if single:  # as the NIfTI library does: data never starts inside the header
+            offset = max(offset, size + 4)
+        return order, datatype, voxels * max(int(bitpix), 0) // 8, offset, single
+    raise ValueError("not a NIfTI header")
 
 
 def _check_nifti_data(path: Path) -> None:
@@ -177,8 +180,8 @@ def _check_nifti_data(path: Path) -> None:
                         raise InputError(f"{path.name} contains NaN or infinite voxel values")
                     carry = buffer[usable:]
             handle.read()  # to the end, so gzip checks its CRC and length trailer
-    except (OSError, EOFError, zlib.error, struct.error):
-        raise InputError(f"{path.name} is damaged or cut short: its compressed data does not decode to the end") from None
+    except (OSError, EOFError, zlib.error, struct.error, ValueError):
+        raise InputError(f"{path.name} is damaged or cut short: its header or data cannot be read to the end") from None
     if got < expected:
         raise InputError(f"{path.name} is cut short: its header promises {expected} bytes of voxel data, the file holds {got}")
 
