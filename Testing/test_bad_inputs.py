@@ -22,8 +22,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 from test_imageio import volume, write_dicom_series
-from test_synthesis_cli import head, save_tiny, workspace  # noqa: F401 (workspace is a fixture)
+from test_synthesis_cli import head, workspace  # noqa: F401 (workspace is a fixture)
 
+from VirtualContrastLib import imageio
 from VirtualContrastLib.checkpoints import FORMAT, FORMAT_VERSION, load_checkpoint
 from VirtualContrastLib.cli import main
 from VirtualContrastLib.config import ModelConfig
@@ -240,6 +241,14 @@ def test_absurd_spacing_is_refused(tmp_path, spacing):
     image = volume(spacing=spacing)
     sitk.WriteImage(image, str(tmp_path / "t1.nrrd"))
     with pytest.raises(InputError, match="spacings from 0.1 to 20 mm are accepted"):
+        read_image(tmp_path / "t1.nrrd")
+
+
+def test_too_many_voxels_is_refused(tmp_path, monkeypatch):
+    # A real 2**28-voxel volume is 1 GiB; the bound is lowered so that a small file crosses it.
+    monkeypatch.setattr(imageio, "MAX_VOXELS", 6 * 10 * 12 - 1)
+    sitk.WriteImage(volume(shape=(6, 10, 12)), str(tmp_path / "t1.nrrd"))
+    with pytest.raises(InputError, match="has 12x10x6 voxels, more than the 719"):
         read_image(tmp_path / "t1.nrrd")
 
 
