@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from . import MODALITIES
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
+from .imageio import check_image
 from .normalization import denormalize
 from .options import SynthesisOptions, autocast_dtype
 from .preprocessing import PreparedInputs, prepare_inputs
@@ -76,6 +77,9 @@ def resolve_precision(precision: str, device: "torch.device") -> str:
     """Turn "auto" into fp32/bf16/fp16 for ``device``: bf16 on capable CPUs and GPUs, fp16 on older GPUs."""
     import torch
 
+    if precision == "fp16" and device.type == "cpu":
+        # CPUs have no fp16 arithmetic: PyTorch emulates it (issue 16 found it about 40x slower than fp32).
+        raise InputError("fp16 on the CPU is emulated and about 40x slower than fp32; use precision fp32, bf16 or auto")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -310,6 +314,11 @@ def synthesize(
     device = _run_device(model, auxiliaries or {}, options.device)
     precision = resolve_precision(options.precision, device)
     given = {name: image for name, image in images.items() if image is not None}
+    # The checks read_image does, for images that come without a file (Slicer, training).
+    for name, image in given.items():
+        check_image(image, name.upper())
+    if brain_mask is not None:
+        check_image(brain_mask, "the brain mask", mask=True)
     plan = _resolve_missing(model, set(given), options.missing_policy, auxiliaries or {})
     needed = set(model.config.inputs) | {m for aux in plan.values() if aux for m in aux.config.inputs}
     multiple = math.lcm(in_plane_multiple(model.config), *(in_plane_multiple(a.config) for a in plan.values() if a))

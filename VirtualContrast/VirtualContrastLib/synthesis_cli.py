@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
@@ -20,10 +21,16 @@ from .options import SynthesisOptions
 from .report import RunReport, check_report_path
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
+
     from .registry import LoadedModel
     from .synthesis import SynthesisResult
 
 MANIFEST_COLUMNS = ("case_id", "t1", "t2", "adc", "flair", "mask")
+
+#: A case id becomes a folder and file names under --out-dir: a word character first (no hidden
+#: names, no "..") and no path separators or characters some file systems refuse.
+CASE_ID_PATTERN = re.compile(r"\w[\w .+-]{0,99}")
 
 SUBTRACTION_DESCRIPTION = "SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only"
 UNCERTAINTY_DESCRIPTION = "SYNTHETIC uncertainty (TTA std) VirtualContrast - research only"
@@ -103,17 +110,9 @@ def choose_model(model: str | None, modalities: list[str], device: str, say: Cal
     return loaded
 
 
-def run_job(
-    job: SynthesisJob,
-    model: "LoadedModel",
-    options: "SynthesisOptions",
-    progress: Callable[[float, str], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-    auxiliaries: "Mapping[str, LoadedModel] | None" = None,
-) -> "SynthesisResult":
-    """Read the job's inputs, synthesize (``auxiliaries``: see ``synthesize``) and write the outputs once everything has run."""
-    from .imageio import check_output_path, read_image, write_image
-    from .synthesis import synthesize
+def read_job(job: SynthesisJob) -> tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]]:
+    """Check the job's output paths, then read and validate its inputs: everything that needs no model."""
+    from .imageio import check_output_path, read_image
 
     outputs = [p for p in (job.output, job.subtraction, job.uncertainty) if p is not None]
     for path in outputs:
@@ -125,12 +124,31 @@ def run_job(
         raise InputError("two outputs have the same path")
     images = {name: read_image(path) for name, path in job.inputs.items()}
     mask = read_image(job.mask, mask=True) if job.mask is not None else None
+    return images, mask
+
+
+def run_job(
+    job: SynthesisJob,
+    model: "LoadedModel",
+    options: "SynthesisOptions",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    inputs: tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]] | None = None,
+    auxiliaries: "Mapping[str, LoadedModel] | None" = None,
+) -> "SynthesisResult":
+    """Synthesize (``auxiliaries``: see ``synthesize``) and write the outputs, all or none, once everything has run;
+    ``inputs`` is :func:`read_job`'s result if already read."""
+    from .imageio import write_images
+    from .synthesis import synthesize
+
+    images, mask = inputs if inputs is not None else read_job(job)
     result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel, auxiliaries=auxiliaries)
-    write_image(result.synthetic, job.output, synthetic=True)
+    outputs = [(result.synthetic, job.output, None)]
     if job.subtraction is not None:
-        write_image(result.subtraction, job.subtraction, synthetic=True, description=SUBTRACTION_DESCRIPTION)
+        outputs.append((result.subtraction, job.subtraction, SUBTRACTION_DESCRIPTION))
     if job.uncertainty is not None and result.uncertainty is not None:
-        write_image(result.uncertainty, job.uncertainty, synthetic=True, description=UNCERTAINTY_DESCRIPTION)
+        outputs.append((result.uncertainty, job.uncertainty, UNCERTAINTY_DESCRIPTION))
+    write_images(outputs, synthetic=True)
     return result
 
 
@@ -163,19 +181,15 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     """Synthesize one case, filling ``report`` as the run goes."""
     from tqdm import tqdm
 
-    from .imageio import check_output_path
-    from .synthesis import load_auxiliaries
+    from .registry import resolve_device
+    from .synthesis import load_auxiliaries, resolve_precision
 
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
     job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty)
-    # Cheap checks first, so a typo is reported before a large model is loaded.
-    for path in [*inputs.values(), args.mask]:
-        if path is not None and not path.exists():
-            raise InputError(f"file not found: {path}")
-    for path in (job.output, job.subtraction, job.uncertainty):
-        if path is not None:
-            check_output_path(path)
+    # Everything that needs no model first, so bad input is reported before a large model is loaded.
+    resolve_precision(options.precision, resolve_device(options.device))
+    loaded = read_job(job)
     model = choose_model(args.model, list(inputs), options.device, print)
     report.model = model.name
     auxiliaries = load_auxiliaries(model, inputs, options.missing_policy)
@@ -193,7 +207,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         bars[0].update(round(100 * fraction) - bars[0].n)
 
     try:
-        result = run_job(job, model, options, progress=progress, auxiliaries=auxiliaries)
+        result = run_job(job, model, options, progress=progress, inputs=loaded, auxiliaries=auxiliaries)
     finally:
         for bar in bars:
             bar.close()
@@ -225,17 +239,38 @@ def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path
     if not manifest.is_file():
         raise InputError(f"manifest not found: {manifest}")
     try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        # utf-8-sig: spreadsheet programs (Excel) start a CSV with a byte-order mark.
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputError(f"cannot read manifest {manifest.name}: {error}") from None
-    if not rows or not {"case_id", "t1"} <= set(rows[0]):
+    columns = [name for name in reader.fieldnames if name]
+    if not rows or not {"case_id", "t1"} <= set(columns):
         raise InputError(f"manifest {manifest.name} needs a header with at least case_id,t1 (columns: {','.join(MANIFEST_COLUMNS)})")
+    unknown = [name for name in columns if name not in MANIFEST_COLUMNS]
+    if unknown:
+        raise InputError(f"manifest {manifest.name} has unknown columns {','.join(unknown)}; known: {','.join(MANIFEST_COLUMNS)}")
     cases = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         paths = {k: manifest.parent / v.strip() for k, v in row.items() if k in MANIFEST_COLUMNS[1:] and v and v.strip()}
         mask = paths.pop("mask", None)
-        cases.append(((row.get("case_id") or "").strip() or f"row{len(cases) + 1}", paths, mask))
+        case_id = (row.get("case_id") or "").strip() or f"row{number}"
+        if not CASE_ID_PATTERN.fullmatch(case_id):
+            raise InputError(
+                f"manifest {manifest.name} row {number}: case id {case_id!r} cannot be a folder name (up to 100 letters, digits, "
+                "spaces and . _ + -, starting with a letter or digit; no path separators)"
+            )
+        cases.append((case_id, paths, mask))
+    first: dict[str, str] = {}
+    clashes = []
+    for case_id, _, _ in cases:
+        if case_id.casefold() in first:
+            clashes.append(f"{first[case_id.casefold()]!r} and {case_id!r}")
+        first.setdefault(case_id.casefold(), case_id)
+    if clashes:
+        raise InputError(f"manifest {manifest.name} repeats case ids (ignoring case, as some file systems do): {', '.join(clashes)}; each case needs its own id")
     return cases
 
 
@@ -243,10 +278,12 @@ def run_batch(args: argparse.Namespace) -> int:
     """``virtual-contrast batch``: every case, errors reported per case, summary at the end."""
     from tqdm import tqdm
 
-    from .synthesis import load_auxiliaries
+    from .registry import resolve_device
+    from .synthesis import load_auxiliaries, resolve_precision
 
     options = options_from_args(args)
     cases = cases_from_folder(args.input_dir) if args.input_dir else cases_from_manifest(args.manifest)
+    resolve_precision(options.precision, resolve_device(options.device))
     # Models are loaded once per batch, auxiliary ones too (by name), and shared by the cases.
     models: dict[str, "LoadedModel"] = {}
     auxiliary_models: dict[str, "LoadedModel"] = {}
@@ -258,6 +295,13 @@ def run_batch(args: argparse.Namespace) -> int:
         try:
             if "t1" not in inputs:
                 raise InputError("no T1 found")
+            out = args.out_dir / case_id
+            job = SynthesisJob(
+                inputs=inputs, mask=mask, output=out / f"{case_id}-t1c-synthetic.nii.gz",
+                subtraction=out / f"{case_id}-subtraction.nii.gz",
+                uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
+            )
+            loaded = read_job(job)
             key = args.model or ""
             if args.model is None:
                 from .registry import default_model_for
@@ -266,14 +310,8 @@ def run_batch(args: argparse.Namespace) -> int:
             if key not in models:
                 models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
             model_name = models[key].name
-            out = args.out_dir / case_id
-            job = SynthesisJob(
-                inputs=inputs, mask=mask, output=out / f"{case_id}-t1c-synthetic.nii.gz",
-                subtraction=out / f"{case_id}-subtraction.nii.gz",
-                uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
-            )
             auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
-            result = run_job(job, models[key], options, auxiliaries=auxiliaries)
+            result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
             message = "; ".join(result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)
@@ -285,8 +323,11 @@ def run_batch(args: argparse.Namespace) -> int:
                         "seconds": f"{time.perf_counter() - start:.1f}", "message": message})
     bar.close()
     failed = [row for row in summary if row["status"] != "ok"]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out_dir / "batch_summary.csv", summary)
+    try:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(args.out_dir / "batch_summary.csv", summary)
+    except OSError as error:
+        raise InputError(f"cannot write {args.out_dir / 'batch_summary.csv'}: {error.strerror}") from None
     print(f"{len(summary)} cases: {len(summary) - len(failed)} done, {len(failed)} failed; summary in {args.out_dir / 'batch_summary.csv'}")
     for row in failed:
         print(f"  failed {row['case_id']}: {row['message']}")
