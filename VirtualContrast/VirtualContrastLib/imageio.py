@@ -41,7 +41,8 @@ def _extension(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _read_dicom_series(directory: Path) -> sitk.Image:
+def dicom_series_files(directory: Path) -> list[str]:
+    """The files of the DICOM series ``read_image`` reads from ``directory``: the largest one, sorted."""
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory))
     if not series_ids:
         raise InputError(f"{directory} is a directory without a DICOM series (give a NIfTI/NRRD/MHA file or a DICOM series folder)")
@@ -52,8 +53,12 @@ def _read_dicom_series(directory: Path) -> sitk.Image:
             "%s holds %d DICOM series; reading %s (%d files, the largest)",
             directory, len(series_ids), chosen, len(files_by_series[chosen]),
         )
+    return list(files_by_series[chosen])
+
+
+def _read_dicom_series(directory: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files_by_series[chosen])
+    reader.SetFileNames(dicom_series_files(directory))
     try:
         return reader.Execute()
     except RuntimeError:

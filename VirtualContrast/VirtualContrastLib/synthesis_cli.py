@@ -38,6 +38,8 @@ class SynthesisJob:
     mask: Path | None = None
     subtraction: Path | None = None
     uncertainty: Path | None = None
+    dicom_out: Path | None = None
+    case_id: str = ""
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +52,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--missing", default="error", choices=("error", "auxiliary", "zeros"),
                         help="when a model input is not given: stop (default), predict it from T1 with an auxiliary model, or zero-fill")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation with flips (4x slower; gives an uncertainty map)")
+    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
+                        help="also write the synthetic CE-T1 and the subtraction map as DICOM series (labelled SYNTHETIC) into DIR"
+                        " (batch: DIR/<case>/)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -143,6 +148,13 @@ def run_job(
         write_image(result.subtraction, job.subtraction, synthetic=True, description=SUBTRACTION_DESCRIPTION)
     if job.uncertainty is not None and result.uncertainty is not None:
         write_image(result.uncertainty, job.uncertainty, synthetic=True, description=UNCERTAINTY_DESCRIPTION)
+    if job.dicom_out is not None:
+        from .dicomio import identifiers_for, write_dicom_outputs
+
+        identifiers, note = identifiers_for(job.inputs["t1"], job.case_id or job.inputs["t1"].name.split(".")[0])
+        derivation = f"Predicted from pre-contrast {'+'.join(m.upper() for m in job.inputs)} by VirtualContrast model {model.name}; not acquired"
+        write_dicom_outputs({"synthetic": result.synthetic, "subtraction": result.subtraction}, job.dicom_out, identifiers, derivation)
+        result.notes.extend([note] if note else [])
     return result
 
 
@@ -162,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
-    job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty)
+    job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty,
+                       dicom_out=args.dicom_out)
     # Cheap checks first, so a typo is reported before a large model is loaded.
     for path in [*inputs.values(), args.mask]:
         if path is not None and not path.exists():
@@ -170,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
     for path in (job.output, job.subtraction, job.uncertainty):
         if path is not None:
             check_output_path(path)
+    if job.dicom_out is not None:
+        from .dicomio import check_dicom_out
+
+        check_dicom_out(job.dicom_out)
     model = choose_model(args.model, list(inputs), options.device, print)
     bars: list[tqdm] = []
 
@@ -196,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote subtraction map: {job.subtraction}")
     if job.uncertainty is not None:
         print(f"wrote uncertainty map: {job.uncertainty}")
+    if job.dicom_out is not None:
+        print(f"wrote DICOM series (SYNTHETIC CE-T1 and subtraction map): {job.dicom_out}")
     print(f"{result.device}, {result.precision}, {result.seconds:.1f} s. SYNTHETIC image: research use only.")
     return 0
 
@@ -265,6 +284,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 inputs=inputs, mask=mask, output=out / f"{case_id}-t1c-synthetic.nii.gz",
                 subtraction=out / f"{case_id}-subtraction.nii.gz",
                 uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
+                dicom_out=args.dicom_out / case_id if args.dicom_out else None, case_id=case_id,
             )
             result = run_job(job, models[key], options)
             message = "; ".join(result.notes)
