@@ -16,6 +16,7 @@ from VirtualContrastLib.cli import main
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.dicomio import SERIES
 from VirtualContrastLib.networks import build_network
+from VirtualContrastLib.report import RunReport
 
 SOURCE_TAGS = {
     "0010|0010": "Doe^Jane", "0010|0020": "PID-0042", "0020|000d": "1.2.826.0.1.3680043.2.1125.7.1",
@@ -113,8 +114,9 @@ def check_series(out: Path, t1: sitk.Image) -> dict[str, list[pydicom.Dataset]]:
 
 
 def test_dicom_t1_gives_series_in_its_study_and_frame_on_its_grid(case, capsys):
-    assert run_synthesize("t1_dicom", "--dicom-out", "dcm") == 0
+    assert run_synthesize("t1_dicom", "--dicom-out", "dcm", "--report", "result.json") == 0
     assert "wrote DICOM series" in capsys.readouterr().out
+    assert RunReport.read("result.json").outputs["dicom"] == "dcm"
     source = pydicom.dcmread(next((case / "t1_dicom").iterdir()))
     t1 = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(case / "t1_dicom")))
     for headers in check_series(case / "dcm", t1).values():

@@ -12,13 +12,14 @@ import SimpleITK as sitk
 import torch
 
 from VirtualContrastLib.checkpoints import save_checkpoint
-from VirtualContrastLib.cli import main
+from VirtualContrastLib.cli import build_parser, main
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import CancelledError
 from VirtualContrastLib.imageio import is_synthetic
 from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import load_model
-from VirtualContrastLib.synthesis import SynthesisOptions
+from VirtualContrastLib.options import SynthesisOptions
+from VirtualContrastLib.report import RunReport
 from VirtualContrastLib.synthesis_cli import SynthesisJob, run_job
 
 
@@ -70,6 +71,40 @@ def test_synthesize_writes_tagged_outputs_on_the_t1_grid(workspace, capsys):
         assert np.allclose(image.GetSpacing(), t1.GetSpacing()) and np.allclose(image.GetOrigin(), t1.GetOrigin())
         assert is_synthetic(workspace / "out" / name)
     assert "research use only" in out
+
+
+def test_report_lists_model_device_precision_notes_and_outputs(workspace, capsys):
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/synthetic.nrrd", "--subtraction", "out/sub.nrrd",
+                 "--device", "cpu", "--precision", "fp32", "--report", "reports/result.json"])
+    assert code == 0, capsys.readouterr().err
+    report = RunReport.read(workspace / "reports" / "result.json")
+    assert (report.model, report.device, report.precision, report.error) == ("tiny-t1-t2", "cpu", "fp32", None)
+    assert report.outputs == {"synthetic": "out/synthetic.nrrd", "subtraction": "out/sub.nrrd"}
+    assert all((workspace / path).is_file() for path in report.outputs.values())
+    assert any("brain mask" in note for note in report.notes) and "SYNTHETIC" in report.intended_use
+
+
+def test_report_is_written_on_failure_with_the_error_line(workspace, capsys):
+    save_tiny(workspace / "t1_t2_adc.pt", ["t1", "t2", "adc"])
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "--model", "t1_t2_adc.pt", "-o", "result.nrrd",
+                 "--report", "result.json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    report = RunReport.read(workspace / "result.json")
+    assert report.error is not None and err.endswith(report.error) and "needs ADC" in report.error
+    assert report.model == "t1_t2_adc" and report.outputs == {} and not (workspace / "result.nrrd").exists()
+    assert not list(workspace.glob(".result.json*"))
+
+
+def test_options_turn_into_command_line_arguments_and_back():
+    parser = build_parser()
+    changed = SynthesisOptions(device="cpu", overlap=0.2, batch_size=3, precision="bf16", tta=True,
+                               missing_policy="zeros", blend="constant", min_overlap=0.7)
+    for options in (SynthesisOptions(), SynthesisOptions(overlap=1 / 7), changed):
+        args = parser.parse_args(["synthesize", "--t1", "t1.nii.gz", "-o", "out.nrrd", *options.to_args()])
+        assert SynthesisOptions.from_args(args) == options
+    plain = parser.parse_args(["synthesize", "--t1", "t1.nii.gz", "-o", "out.nrrd"])
+    assert SynthesisOptions.from_args(plain) == SynthesisOptions()
 
 
 def bad_cases(ws: Path) -> dict[str, tuple[list[str], str]]:

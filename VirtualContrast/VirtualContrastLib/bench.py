@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import MODALITIES
+from .options import DEVICE_HELP, PRECISIONS
 
 #: The reference volume (slices, rows, columns) and the slab in-plane size.
 VOLUME_SHAPE = (192, 256, 192)
@@ -30,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=None, help="network width (default: the CPU lite width)")
     parser.add_argument("--variant", default="hrfcn", help="architecture (hrfcn, hrfcn_a..d, hrfcn_2d, unet2d, unet3d)")
     parser.add_argument("--inputs", type=int, default=3, choices=(1, 2, 3, 4), help="number of input modalities (default 3: T1+T2+ADC)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=None, help="slabs per forward pass (default: the engine's)")
     parser.add_argument("--slabs", type=int, default=4, help="slabs to time (default 4)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -88,11 +89,12 @@ def _time_reference_conv(device: Any, precision: str, batch: int, repeats: int =
     import torch
 
     from .networks import count_flops
+    from .options import autocast_dtype
 
     conv = torch.nn.Conv3d(64, 64, 3, padding=1).eval().to(device)
     shape = (batch, 64, 3, *VOLUME_SHAPE[1:])
     flops = count_flops(conv, (1, 64, 3, *VOLUME_SHAPE[1:]))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
     x = torch.rand(shape, device=device)
     if device.type == "cpu":
         conv.to(memory_format=torch.channels_last_3d)
@@ -119,10 +121,8 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
     from .errors import InputError
     from .networks import build_network, count_flops, count_parameters
     from .registry import LoadedModel, resolve_device
-    from .synthesis import (
-        DEFAULT_BATCH, DEFAULT_OVERLAP, SynthesisOptions, count_slabs, cpu_supports_bf16, place_network, predict_volume,
-        resolve_precision,
-    )
+    from .options import DEFAULT_OVERLAP, SynthesisOptions
+    from .synthesis import DEFAULT_BATCH, count_slabs, cpu_supports_bf16, place_network, predict_volume, resolve_precision
 
     if slabs < 1:
         raise InputError("--slabs must be >= 1")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import DEMO_SEED, INTENDED_USE
+from .options import DEVICE_HELP
 
 #: Phantom options the demo asks for: clinical-like thick slices for T2, ADC and FLAIR.
 PHANTOM_OPTIONS: dict[str, Any] = {"thick_slices": True}
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=DEMO_SEED,
                         help=f"phantom seed (default {DEMO_SEED}: held out from training, with an enhancing tumour)")
     parser.add_argument("--model", help="bundled model name or checkpoint (default: the bundled model for T1+T2+ADC+FLAIR)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--spacing", type=float, default=1.0, help="phantom T1 voxel size in mm (default 1; 2-3 for a quick look)")
     parser.set_defaults(func=run)
 

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from .errors import GeometryError, InputError, MissingModalityError
 from .normalization import intensity_range, normalize
+from .options import MIN_OVERLAP
 
 #: Orientation of the working grid: numpy axis 0 = S–I (slab axis), 1 = A–P, 2 = L–R.
 WORKING_ORIENTATION = "LPS"
@@ -29,9 +30,6 @@ CROP_MARGIN = (1, 16, 16)
 
 #: A T1 with at least this fraction of voxels exactly 0 is treated as skull-stripped.
 SKULL_STRIPPED_ZERO_FRACTION = 0.2
-
-#: Default minimum fraction of the T1 brain mask that every other input must cover.
-MIN_OVERLAP = 0.5
 
 
 def resample_to_reference(moving: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear, default_value: float = 0.0) -> sitk.Image:

@@ -19,14 +19,12 @@ import SimpleITK as sitk
 from . import MODALITIES
 from .errors import CancelledError, InputError, MissingModalityError
 from .normalization import denormalize
-from .preprocessing import CROP_MARGIN, MIN_OVERLAP, PreparedInputs, prepare_inputs
+from .options import SynthesisOptions, autocast_dtype
+from .preprocessing import CROP_MARGIN, PreparedInputs, prepare_inputs
 from .registry import LoadedModel, auxiliary_model_for, load_model, resolve_device
 
 if TYPE_CHECKING:
     import torch
-
-#: Default fraction of a slab shared with its neighbour (1/3 of 3 slices: stride 2).
-DEFAULT_OVERLAP = 1.0 / 3.0
 
 #: Default slabs per forward pass. On CPU at least 2: with batch 1 PyTorch runs small fp32 3D
 #: convolutions on its slow native kernel instead of oneDNN (measured ~5x slower here).
@@ -38,39 +36,6 @@ SIGMA_SCALE = 0.125
 
 #: Test-time augmentation: in-plane flips (axes of the (B, C, D, H, W) tensor), identity first.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (3, 4))
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MISSING_POLICIES = ("error", "auxiliary", "zeros")
-BLEND_MODES = ("gaussian", "constant")
-
-
-@dataclass
-class SynthesisOptions:
-    """How to run synthesis: device, slab overlap, batch, precision, TTA and missing inputs."""
-
-    device: str = "auto"
-    overlap: float = DEFAULT_OVERLAP
-    batch_size: int | None = None
-    precision: str = "auto"
-    tta: bool = False
-    missing_policy: str = "error"
-    blend: str = "gaussian"
-    min_overlap: float = MIN_OVERLAP
-
-    def validate(self) -> None:
-        """Raise :class:`InputError` for values no run could use."""
-        if not 0.0 <= self.overlap < 1.0:
-            raise InputError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
-        if self.missing_policy not in MISSING_POLICIES:
-            raise InputError(f"unknown missing-input policy {self.missing_policy!r}; use one of {', '.join(MISSING_POLICIES)}")
-        if self.blend not in BLEND_MODES:
-            raise InputError(f"unknown blending {self.blend!r}; use one of {', '.join(BLEND_MODES)}")
-        if not 0.0 < self.min_overlap <= 1.0:
-            raise InputError(f"minimum overlap must be in (0, 1], got {self.min_overlap}")
 
 
 @dataclass
@@ -206,7 +171,7 @@ def predict_volume(
     from .networks import in_plane_multiple
 
     channels_last = place_network(model.network, device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
     slab = model.config.slab_depth
     multiple = in_plane_multiple(model.config)
     margin = (CROP_MARGIN[1], CROP_MARGIN[2])

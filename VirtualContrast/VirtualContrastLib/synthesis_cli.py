@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Callable
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
+from .options import SynthesisOptions
+from .report import RunReport, check_report_path
 
 if TYPE_CHECKING:
     from .registry import LoadedModel
-    from .synthesis import SynthesisOptions, SynthesisResult
+    from .synthesis import SynthesisResult
 
 #: BraTS-style file suffixes of a case folder (``<case>/<case>-t1n.nii.gz`` ...).
 BRATS_SUFFIXES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "mask": "brainmask"}
@@ -44,14 +46,7 @@ class SynthesisJob:
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="bundled model name or checkpoint file (default: the bundled model matching the inputs)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    parser.add_argument("--overlap", type=float, default=None, help="slab overlap fraction in [0, 1) (default 1/3)")
-    parser.add_argument("--batch-size", type=int, default=None, help="slabs per forward pass (default 2 on CPU, 4 on GPU)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto: bf16 on CPUs/GPUs that support it, else fp32 (CPU) / fp16 (GPU)")
-    parser.add_argument("--missing", default="error", choices=("error", "auxiliary", "zeros"),
-                        help="when a model input is not given: stop (default), predict it from T1 with an auxiliary model, or zero-fill")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation with flips (4x slower; gives an uncertainty map)")
+    SynthesisOptions.add_arguments(parser)
     parser.add_argument("--dicom-out", type=Path, metavar="DIR",
                         help="also write the synthetic CE-T1 and the subtraction map as DICOM series (labelled SYNTHETIC) into DIR"
                         " (batch: DIR/<case>/)")
@@ -73,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     single.add_argument("--quiet", action="store_true", help="no progress bar")
     single.add_argument("--progress-lines", action="store_true",
                         help="report progress as 'PROGRESS <fraction> <step>' lines on stderr (for front ends such as Slicer)")
+    single.add_argument("--report", type=Path, metavar="RESULT.json",
+                        help="write model, device, precision, notes, outputs and error as JSON, also when the run fails")
     _add_engine_options(single)
     single.set_defaults(func=run)
 
@@ -92,19 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.set_defaults(func=run_models)
 
 
-def options_from_args(args: argparse.Namespace) -> "SynthesisOptions":
-    """Engine options from parsed command-line arguments (validated)."""
-    from .synthesis import DEFAULT_OVERLAP, SynthesisOptions
-
-    options = SynthesisOptions(
-        device=args.device,
-        overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        tta=bool(args.tta or getattr(args, "uncertainty", None)),
-        missing_policy=args.missing,
-    )
-    options.validate()
+def options_from_args(args: argparse.Namespace) -> SynthesisOptions:
+    """Engine options from parsed command-line arguments (validated); an uncertainty output turns on TTA."""
+    options = SynthesisOptions.from_args(args)
+    options.tta = bool(options.tta or getattr(args, "uncertainty", None))
     return options
 
 
@@ -158,16 +146,33 @@ def run_job(
     return result
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 #: Prefix of the machine-readable progress lines of ``--progress-lines``.
 PROGRESS_PREFIX = "PROGRESS"
 
 
 def run(args: argparse.Namespace) -> int:
-    """``virtual-contrast synthesize``."""
+    """``virtual-contrast synthesize``; with ``--report`` the outcome is also written as JSON, success or not."""
+    report = RunReport()
+    if args.report is not None:
+        check_report_path(args.report)
+    try:
+        return _run(args, report)
+    except VirtualContrastError as error:
+        report.error = str(error)
+        raise
+    except KeyboardInterrupt:
+        report.error = "interrupted"
+        raise
+    except Exception as error:
+        report.error = f"internal error {type(error).__name__}: {error}"
+        raise
+    finally:
+        if args.report is not None:
+            report.write(args.report)
+
+
+def _run(args: argparse.Namespace, report: RunReport) -> int:
+    """Synthesize one case, filling ``report`` as the run goes."""
     from tqdm import tqdm
 
     from .imageio import check_output_path
@@ -188,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_dicom_out(job.dicom_out)
     model = choose_model(args.model, list(inputs), options.device, print)
+    report.model = model.name
     bars: list[tqdm] = []
 
     def progress(fraction: float, message: str) -> None:
@@ -206,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty, "dicom": job.dicom_out}
+    report.outputs = {kind: str(path) for kind, path in written.items() if path is not None}
+    report.device, report.precision, report.notes, report.seconds = result.device, result.precision, list(result.notes), result.seconds
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote synthetic CE-T1: {job.output}")
