@@ -21,6 +21,7 @@ from VirtualContrastLib.synthesis import (
     SynthesisOptions,
     count_slabs,
     cpu_supports_bf16,
+    load_auxiliaries,
     predict_volume,
     resolve_precision,
     synthesize,
@@ -182,6 +183,8 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "models.json").write_text('{"models": []}', encoding="utf-8")
     with pytest.raises(MissingModalityError, match="no bundled auxiliary model predicts it"):
+        load_auxiliaries(model, images, "auxiliary")
+    with pytest.raises(MissingModalityError, match="no auxiliary model that predicts it from ADC\\+T1 was given"):
         synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32))
 
     aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
@@ -190,7 +193,10 @@ def test_missing_input_policies(tmp_path, monkeypatch):
     entry = {"name": "t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"], "output": "t2", "role": "auxiliary"}
     (folder / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
     seen = []
-    aux = synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32), progress=lambda f, m: seen.append(f))
+    auxiliaries = load_auxiliaries(model, images, "auxiliary")
+    assert load_auxiliaries(model, images, "zeros") == {} and set(auxiliaries) == {"t2"}
+    aux = synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32), progress=lambda f, m: seen.append(f),
+                     auxiliaries=auxiliaries)
     assert any("T2 was not given: predicted from T1 by auxiliary model t2-from-t1" in note for note in aux.notes)
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert not np.allclose(sitk.GetArrayFromImage(aux.synthetic), sitk.GetArrayFromImage(zero.synthetic))
@@ -219,3 +225,34 @@ def test_auto_precision_follows_cpu_bf16_support_and_bf16_stays_close_to_fp32():
     assert bf16.precision == "bf16"
     difference = np.abs(sitk.GetArrayFromImage(bf16.synthetic) - fp32)
     assert difference.max() < 0.05 * fp32.max()
+
+
+def snapshot(network: torch.nn.Module) -> list[tuple]:
+    """Where and how every parameter and buffer of a network is: device, layout, storage and values."""
+    return [(name, t.device, t.dtype, t.stride(), t.data_ptr(), t.detach().clone())
+            for name, t in [*network.named_parameters(), *network.named_buffers()]]
+
+
+def test_synthesize_leaves_the_callers_network_where_and_how_it_was():
+    model = tiny_model(inputs=("t1", "t2"))
+    model.network.train()
+    before = snapshot(model.network)
+    synthesize({"t1": head(), "t2": head(seed=1, level=200.0)}, model, options=SynthesisOptions(**FP32))
+    after = snapshot(model.network)
+    assert model.network.training
+    for (name, *was, values), (_, *now, new_values) in zip(before, after):
+        assert was == now and torch.equal(values, new_values), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_out_of_memory_finishes_on_a_cpu_copy_and_leaves_the_network_on_the_gpu():
+    model = tiny_model(inputs=("t1", "t2"))
+    model.network.to("cuda")
+
+    def out_of_memory(batch: torch.Tensor) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("forced by the test")
+
+    model.network.forward = out_of_memory  # only this instance: the CPU copy is built afresh and runs
+    result = synthesize({"t1": head(), "t2": head(seed=1, level=200.0)}, model, options=SynthesisOptions(device="cuda", precision="fp32"))
+    assert result.device == "cpu" and any("finished on the CPU" in note for note in result.notes)
+    assert all(p.device.type == "cuda" for p in model.network.parameters())

@@ -211,6 +211,30 @@ def test_batch_folder_reports_failures_and_goes_on(workspace, capsys):
     assert {k: v["status"] for k, v in rows.items()} == {"flat": "failed", "good": "ok", "good2": "ok", "no-t1": "failed"}
 
 
+def test_batch_loads_the_auxiliary_model_once_for_all_cases(workspace, capsys, monkeypatch):
+    import VirtualContrastLib.synthesis as synthesis
+
+    models = workspace / "models"
+    torch.manual_seed(1)
+    aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
+    digest = save_checkpoint(models / "aux.pt", aux_config, build_network(aux_config).state_dict())
+    listing = json.loads((models / "models.json").read_text(encoding="utf-8"))
+    listing["models"].append({"name": "tiny-t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"],
+                              "output": "t2", "role": "auxiliary"})
+    (models / "models.json").write_text(json.dumps(listing), encoding="utf-8")
+    loads = []
+    real_load = synthesis.load_model
+    monkeypatch.setattr(synthesis, "load_model", lambda name, **kw: loads.append(name) or real_load(name, **kw))
+    cases = workspace / "cases"
+    for number in range(2):
+        write_case(cases, f"c{number}", head(seed=number), None)
+    code = main(["batch", "--input-dir", "cases", "--out-dir", "results", "--model", "tiny-t1-t2", "--missing", "auxiliary",
+                 "--device", "cpu", "--precision", "fp32"])
+    assert code == 0, capsys.readouterr().err
+    assert loads == ["tiny-t2-from-t1"]
+    assert all((workspace / "results" / f"c{n}" / f"c{n}-t1c-synthetic.nii.gz").is_file() for n in range(2))
+
+
 def test_batch_manifest_with_relative_paths(workspace, capsys):
     (workspace / "list").mkdir()
     (workspace / "list" / "cases.csv").write_text("case_id,t1,t2,adc,flair,mask\nA,../t1.nii.gz,../t2.nrrd,,,\n", encoding="utf-8")

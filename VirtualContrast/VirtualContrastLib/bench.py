@@ -119,10 +119,10 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
 
     from .config import ModelConfig
     from .errors import InputError
-    from .networks import build_network, count_flops, count_parameters
+    from .networks import build_network, count_flops, count_parameters, place_network
     from .registry import LoadedModel, resolve_device
     from .options import DEFAULT_OVERLAP, SynthesisOptions
-    from .synthesis import DEFAULT_BATCH, count_slabs, cpu_supports_bf16, place_network, predict_volume, resolve_precision
+    from .synthesis import DEFAULT_BATCH, count_slabs, cpu_supports_bf16, predict_volume, resolve_precision
 
     if slabs < 1:
         raise InputError("--slabs must be >= 1")

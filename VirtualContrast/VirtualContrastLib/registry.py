@@ -131,7 +131,7 @@ def resolve_device(device: str = "auto") -> "torch.device":
 
 def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedModel:
     """Load a bundled model by name (SHA-256 checked) or a checkpoint file, ready for inference."""
-    from .networks import build_network
+    from .networks import build_network, place_network
 
     target = resolve_device(device)
     entry = find_model(str(name_or_path))
@@ -155,7 +155,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedM
     except (RuntimeError, TypeError) as error:
         first = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path.name}: the weights do not fit the {checkpoint.config.architecture} network they claim ({first})") from None
-    network.eval().to(target)
+    place_network(network.eval(), target)
     return LoadedModel(
         name=name, config=checkpoint.config, network=network, sha256=checkpoint.sha256, path=path,
         card=card, training=checkpoint.training, entry=entry,

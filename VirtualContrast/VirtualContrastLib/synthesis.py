@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import SimpleITK as sitk
 
 from . import MODALITIES
-from .errors import CancelledError, InputError, MissingModalityError
+from .errors import CancelledError, DeviceError, InputError, MissingModalityError
 from .normalization import denormalize
 from .options import SynthesisOptions, autocast_dtype
 from .preprocessing import CROP_MARGIN, PreparedInputs, prepare_inputs
@@ -109,18 +111,15 @@ class _Progress:
             self.callback(1.0, message)
 
 
-def place_network(network: "torch.nn.Module", device: "torch.device") -> bool:
-    """Move to ``device``; on CPU try channels_last_3d. Returns whether that layout is in use."""
-    import torch
-
-    network.to(device)
-    if device.type != "cpu":
-        return False
+@contextmanager
+def _eval_mode(network: "torch.nn.Module") -> Iterator[None]:
+    """Eval mode inside the block, then back to the mode the network was in."""
+    was_training = network.training
+    network.eval()
     try:
-        network.to(memory_format=torch.channels_last_3d)
-    except RuntimeError:  # networks with 4D (2D-conv) weights cannot take the 5D layout
-        return False
-    return True
+        yield
+    finally:
+        network.train(was_training)
 
 
 def slab_starts(depth: int, slab_depth: int, overlap: float) -> list[int]:
@@ -158,19 +157,21 @@ def predict_volume(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean (and TTA std) prediction (D, H, W) of ``model`` on a normalized (C, D, H, W) working volume.
 
-    Slabs run along axis 0 and are blended with MONAI's importance weights along the slab only.
-    Each batch of slabs sees only the in-plane bounding box of its non-zero inputs plus
-    ``CROP_MARGIN`` (inputs are 0 outside the brain, where the result is zeroed anyway): brain
-    slices near the vertex and the skull base are far smaller than the brain's widest slice.
-    ``on_batch(n)`` is called after each forward pass of ``n`` slabs; ``cancel()`` before each.
-    H and W must be multiples of the network's in-plane multiple.
+    The network must already be on ``device``; it is used as it is (never moved nor re-laid out), in
+    eval mode for the call and then put back in the mode it was in (a training network passed for
+    validation keeps its BatchNorm statistics). Slabs run along axis 0 and are blended with MONAI's
+    importance weights along the slab only. Each batch of slabs sees only the in-plane bounding box
+    of its non-zero inputs plus ``CROP_MARGIN`` (inputs are 0 outside the brain, where the result is
+    zeroed anyway): brain slices near the vertex and the skull base are far smaller than the widest.
+    H and W must be multiples of the network's in-plane multiple. ``on_batch(n)`` is called after
+    each forward pass of ``n`` slabs; ``cancel()`` before each.
     """
     import torch
     from monai.data.utils import compute_importance_map
 
-    from .networks import in_plane_multiple
+    from .networks import in_plane_multiple, uses_channels_last
 
-    channels_last = place_network(model.network, device)
+    channels_last = uses_channels_last(model.network)
     dtype = autocast_dtype(precision)
     slab = model.config.slab_depth
     multiple = in_plane_multiple(model.config)
@@ -206,7 +207,7 @@ def predict_volume(
         return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)[:depth]
 
     predictions = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _eval_mode(model.network):
         for flip in TTA_FLIPS if options.tta else ((),):
             # Flip axes are given for (B, C, D, H, W); the working volume here is (C, D, H, W).
             axes = tuple(a - 1 for a in flip)
@@ -226,16 +227,18 @@ def _predict(
     cancel: Callable[[], bool] | None,
     notes: list[str],
 ) -> tuple[np.ndarray, np.ndarray | None, "torch.device", str]:
-    """Run inference; on CUDA out-of-memory halve the batch, then fall back to CPU (noted)."""
+    """Run inference on ``device``; on CUDA out-of-memory halve the batch, then finish on a CPU copy (noted)."""
     import torch
 
     batch = options.batch_size or DEFAULT_BATCH.get(device.type, 1)
     while True:
         mark = progress.done
         try:
-            mean, std = predict_volume(model, volume, options, device, precision, batch, progress.advance, cancel)
+            mean, std = predict_volume(_on_device(model, device), volume, options, device, precision, batch, progress.advance, cancel)
             return mean, std, device, precision
         except torch.cuda.OutOfMemoryError:
+            if device.type != "cuda":
+                raise
             progress.done = mark
             torch.cuda.empty_cache()
             if batch > 1:
@@ -248,8 +251,38 @@ def _predict(
                 batch = DEFAULT_BATCH["cpu"]
 
 
-def _resolve_missing(model: LoadedModel, available: set[str], policy: str) -> dict[str, LoadedModel | None]:
-    """For each missing model input: an auxiliary model that predicts it, or None for zero-fill."""
+def _on_device(model: LoadedModel, device: "torch.device") -> LoadedModel:
+    """``model`` when its network is on ``device``, else a copy there: a caller's network is never moved."""
+    from .networks import build_network, network_device, place_network
+
+    if network_device(model.network) == device:
+        return model
+    network = build_network(model.config)
+    # load_state_dict copies into the new network's (CPU) tensors: no memory on the device it left.
+    network.load_state_dict(model.network.state_dict())
+    place_network(network.eval(), device)
+    return replace(model, network=network)
+
+
+def _run_device(model: LoadedModel, auxiliaries: Mapping[str, LoadedModel], requested: str) -> "torch.device":
+    """The one device of a run: where the models are. Refuse models on other devices than each other or than asked."""
+    from .networks import network_device
+
+    device = network_device(model.network)
+    if requested != "auto":
+        wanted = resolve_device(requested)
+        if wanted.type != device.type or (wanted.index is not None and wanted.index != device.index):
+            raise DeviceError(f"model {model.name} is on {device} but device {requested!r} was asked for; load it there")
+    for aux in auxiliaries.values():
+        if network_device(aux.network) != device:
+            raise DeviceError(f"auxiliary model {aux.name} is on {network_device(aux.network)}, model {model.name} on {device}; "
+                              "load them on one device")
+    return device
+
+
+def _resolve_missing(model: LoadedModel, available: set[str], policy: str,
+                     auxiliaries: Mapping[str, LoadedModel]) -> dict[str, LoadedModel | None]:
+    """For each missing model input: the given auxiliary model that predicts it, or None for zero-fill."""
     missing = [m for m in model.config.inputs if m not in available]
     if not missing:
         return {}
@@ -263,14 +296,42 @@ def _resolve_missing(model: LoadedModel, available: set[str], policy: str) -> di
         return {m: None for m in missing}
     plan: dict[str, LoadedModel | None] = {}
     for modality in missing:
-        entry = auxiliary_model_for(modality, available)
+        aux = auxiliaries.get(modality)
+        if aux is None or aux.config.target != modality or not set(aux.config.inputs) <= available:
+            raise MissingModalityError(
+                f"model {model.name} needs {modality.upper()}, and no auxiliary model that predicts it from "
+                f"{'+'.join(sorted(m.upper() for m in available))} was given (see load_auxiliaries); provide it or choose missing policy 'zeros'"
+            )
+        plan[modality] = aux
+    return plan
+
+
+def load_auxiliaries(
+    model: LoadedModel, available: Iterable[str], policy: str, cache: dict[str, LoadedModel] | None = None,
+) -> dict[str, LoadedModel]:
+    """The bundled auxiliary models (paper IV-E) that predict ``model``'s inputs missing from ``available``.
+
+    Only under the "auxiliary" policy (otherwise none). They are loaded on ``model``'s device, and
+    through ``cache`` (name -> model) a batch loads each of them once.
+    """
+    from .networks import network_device
+
+    if policy != "auxiliary":
+        return {}
+    have = set(available)
+    cache = {} if cache is None else cache
+    loaded: dict[str, LoadedModel] = {}
+    for modality in (m for m in model.config.inputs if m not in have):
+        entry = auxiliary_model_for(modality, have)
         if entry is None:
             raise MissingModalityError(
                 f"model {model.name} needs {modality.upper()}, and no bundled auxiliary model predicts it from "
-                f"{'+'.join(sorted(m.upper() for m in available))}; provide it or choose missing policy 'zeros'"
+                f"{'+'.join(sorted(m.upper() for m in have))}; provide it or choose missing policy 'zeros'"
             )
-        plan[modality] = load_model(entry.name, device="cpu")
-    return plan
+        if entry.name not in cache:
+            cache[entry.name] = load_model(entry.name, device=str(network_device(model.network)))
+        loaded[modality] = cache[entry.name]
+    return loaded
 
 
 def synthesize(
@@ -280,8 +341,15 @@ def synthesize(
     options: SynthesisOptions | None = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    auxiliaries: Mapping[str, LoadedModel] | None = None,
 ) -> SynthesisResult:
-    """Synthesize a CE-T1 from ``images`` (keys from ``MODALITIES``; "t1" required) with ``model``."""
+    """Synthesize a CE-T1 from ``images`` (keys from ``MODALITIES``; "t1" required) with ``model``.
+
+    Runs on the device ``model`` is on and loads nothing: under the "auxiliary" missing policy the
+    models that predict missing inputs come in ``auxiliaries`` (modality -> model, see
+    :func:`load_auxiliaries`). The caller's networks are never moved: a GPU out-of-memory fallback
+    finishes on a CPU copy.
+    """
     from .networks import in_plane_multiple
 
     start = time.perf_counter()
@@ -290,22 +358,22 @@ def synthesize(
     unknown = sorted(set(images) - set(MODALITIES))
     if unknown:
         raise InputError(f"unknown modalities {unknown}; known: {', '.join(MODALITIES)}")
-    device = resolve_device(options.device)
+    device = _run_device(model, auxiliaries or {}, options.device)
     precision = resolve_precision(options.precision, device)
     given = {name: image for name, image in images.items() if image is not None}
-    auxiliaries = _resolve_missing(model, set(given), options.missing_policy)
-    needed = set(model.config.inputs) | {m for aux in auxiliaries.values() if aux for m in aux.config.inputs}
-    multiple = math.lcm(in_plane_multiple(model.config), *(in_plane_multiple(a.config) for a in auxiliaries.values() if a))
+    plan = _resolve_missing(model, set(given), options.missing_policy, auxiliaries or {})
+    needed = set(model.config.inputs) | {m for aux in plan.values() if aux for m in aux.config.inputs}
+    multiple = math.lcm(in_plane_multiple(model.config), *(in_plane_multiple(a.config) for a in plan.values() if a))
     prepared = prepare_inputs({m: given[m] for m in needed if m in given}, model.config.normalization, brain_mask, multiple, options.min_overlap)
     notes = list(prepared.notes)
     depth = prepared.grid.shape[0]
     passes = len(TTA_FLIPS) if options.tta else 1
-    runs = [model] + [a for a in auxiliaries.values() if a]
+    runs = [model] + [a for a in plan.values() if a]
     total = sum(count_slabs(depth, m.config.slab_depth, options.overlap) for m in runs) * passes
     tracker = _Progress(progress, total)
 
     channels = dict(prepared.channels)
-    for modality, aux in auxiliaries.items():
+    for modality, aux in plan.items():
         if aux is None:
             channels[modality] = np.zeros(prepared.grid.shape, dtype=np.float32)
             notes.append(f"{modality.upper()} was not given and was zero-filled as requested: expect a degraded result")

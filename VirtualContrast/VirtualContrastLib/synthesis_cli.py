@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
@@ -115,8 +115,9 @@ def run_job(
     options: "SynthesisOptions",
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    auxiliaries: "Mapping[str, LoadedModel] | None" = None,
 ) -> "SynthesisResult":
-    """Read the job's inputs, synthesize and write the outputs (only once everything has run)."""
+    """Read the job's inputs, synthesize (``auxiliaries``: see ``synthesize``) and write the outputs once everything has run."""
     from .imageio import check_output_path, read_image, write_image
     from .synthesis import synthesize
 
@@ -130,7 +131,7 @@ def run_job(
         raise InputError("two outputs have the same path")
     images = {name: read_image(path) for name, path in job.inputs.items()}
     mask = read_image(job.mask, mask=True) if job.mask is not None else None
-    result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel)
+    result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel, auxiliaries=auxiliaries)
     write_image(result.synthetic, job.output, synthetic=True)
     if job.subtraction is not None:
         write_image(result.subtraction, job.subtraction, synthetic=True, description=SUBTRACTION_DESCRIPTION)
@@ -176,6 +177,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     from tqdm import tqdm
 
     from .imageio import check_output_path
+    from .synthesis import load_auxiliaries
 
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
@@ -194,6 +196,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         check_dicom_out(job.dicom_out)
     model = choose_model(args.model, list(inputs), options.device, print)
     report.model = model.name
+    auxiliaries = load_auxiliaries(model, inputs, options.missing_policy)
     bars: list[tqdm] = []
 
     def progress(fraction: float, message: str) -> None:
@@ -208,7 +211,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         bars[0].update(round(100 * fraction) - bars[0].n)
 
     try:
-        result = run_job(job, model, options, progress=progress)
+        result = run_job(job, model, options, progress=progress, auxiliaries=auxiliaries)
     finally:
         for bar in bars:
             bar.close()
@@ -269,9 +272,13 @@ def run_batch(args: argparse.Namespace) -> int:
     """``virtual-contrast batch``: every case, errors reported per case, summary at the end."""
     from tqdm import tqdm
 
+    from .synthesis import load_auxiliaries
+
     options = options_from_args(args)
     cases = cases_from_folder(args.input_dir) if args.input_dir else cases_from_manifest(args.manifest)
+    # Models are loaded once per batch, auxiliary ones too (by name), and shared by the cases.
     models: dict[str, "LoadedModel"] = {}
+    auxiliary_models: dict[str, "LoadedModel"] = {}
     summary: list[dict[str, str]] = []
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr)
     for case_id, inputs, mask in bar:
@@ -295,7 +302,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
                 dicom_out=args.dicom_out / case_id if args.dicom_out else None, case_id=case_id,
             )
-            result = run_job(job, models[key], options)
+            auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
+            result = run_job(job, models[key], options, auxiliaries=auxiliaries)
             message = "; ".join(result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)

@@ -6,6 +6,7 @@ linear (callers clamp to [0, 1]). H and W must be multiples of :func:`in_plane_m
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..config import ModelConfig
@@ -71,6 +72,29 @@ def build_network(config: ModelConfig) -> nn.Module:
     return HRFCN(in_channels, width, checkpointing=checkpointing, **VARIANTS[config.architecture])
 
 
+def place_network(network: nn.Module, device: torch.device) -> bool:
+    """Move a network the caller owns to ``device``; on CPU try channels_last_3d. Returns whether that layout is in use."""
+    network.to(device)
+    if device.type != "cpu":
+        return False
+    try:
+        network.to(memory_format=torch.channels_last_3d)
+    except RuntimeError:  # networks with 4D (2D-conv) weights cannot take the 5D layout
+        return False
+    return True
+
+
+def network_device(network: nn.Module) -> torch.device:
+    """The device a network's parameters are on (CPU for a network without parameters)."""
+    return next((p.device for p in network.parameters()), torch.device("cpu"))
+
+
+def uses_channels_last(network: nn.Module) -> bool:
+    """Whether the network's 3D convolution weights are in channels_last_3d layout (then feed it that layout too)."""
+    layout = torch.channels_last_3d
+    return any(p.dim() == 5 and not p.is_contiguous() and p.is_contiguous(memory_format=layout) for p in network.parameters())
+
+
 def in_plane_multiple(config: ModelConfig) -> int:
     """H and W of the input must be multiples of this; callers pad up to it."""
     _check(config)
@@ -88,4 +112,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "in_plane_multiple",
+    "network_device",
+    "place_network",
+    "uses_channels_last",
 ]
