@@ -65,10 +65,12 @@ def _onednn_isa() -> str:
     import os
     import subprocess
 
-    probe = "import torch; torch.nn.Conv3d(2, 2, 3)(torch.rand(1, 2, 3, 8, 8))"
+    # channels_last_3d and a batch of 2, as the engine runs: otherwise PyTorch may take its native kernel, not oneDNN.
+    probe = ("import torch; f = torch.channels_last_3d; "
+             "torch.nn.Conv3d(2, 2, 3).to(memory_format=f)(torch.rand(2, 2, 3, 8, 8).contiguous(memory_format=f))")
     env = {**os.environ, "ONEDNN_VERBOSE": "1"}
     try:
-        log = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120).stdout
+        log = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return next((line.split("isa:", 1)[1].strip() for line in log.splitlines() if "isa:" in line), "unknown")
