@@ -154,3 +154,5 @@ def test_dicom_out_that_is_a_file_is_refused_before_work(case, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a file" in err
     assert not Path("out").exists()
+    assert main(["batch", "--input-dir", ".", "--out-dir", "results", "--model", "tiny.pt", "--dicom-out", "dcm"]) == 2
+    assert "is a file" in capsys.readouterr().err and not Path("results").exists()

@@ -275,6 +275,10 @@ def run_batch(args: argparse.Namespace) -> int:
     from .synthesis import load_auxiliaries
 
     options = options_from_args(args)
+    if args.dicom_out is not None:
+        from .dicomio import check_dicom_out
+
+        check_dicom_out(args.dicom_out)
     cases = cases_from_folder(args.input_dir) if args.input_dir else cases_from_manifest(args.manifest)
     # Models are loaded once per batch, auxiliary ones too (by name), and shared by the cases.
     models: dict[str, "LoadedModel"] = {}
