@@ -1,6 +1,7 @@
 """Shared test material: synthetic 'heads' on real SimpleITK grids and tiny random-weight checkpoints.
 
-Test modules import the builders (``from conftest import head``) and use the fixtures by name.
+Test modules import the builders (``from conftest import head``) and use the fixtures by name. Tests marked
+``cuda`` are skipped where torch sees no CUDA GPU.
 """
 
 from __future__ import annotations
@@ -81,3 +82,17 @@ def tiny_t1_t2_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     tiny_checkpoint(path, ["t1", "t2"])
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``cuda``-marked tests without a GPU (torch is imported only when such tests were collected)."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run Testing/gpu_check.sh on one)")
+    for item in marked:
+        item.add_marker(skip)

@@ -249,6 +249,8 @@ def test_bench_reports_table_and_json(capsys):
     assert result["slabs_per_volume"] == 96 and result["seconds_per_slab"] > 0
     assert result["gflops_per_volume"] == pytest.approx(result["gflops_per_slab"] * 96)
     assert 0 < result["ratio_to_conv3d"] and result["peak_memory_mb"] > 0
+    assert "| CPU features / oneDNN ISA / ATen kernels |" in out and result["onednn_isa"] != "unknown"
+    assert set(result["cpu_features"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16"} and result["aten_cpu_capability"]
 
 
 def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, bundled_models, capsys):

@@ -66,7 +66,8 @@ def _extension(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _read_dicom_series(directory: Path) -> sitk.Image:
+def dicom_series_files(directory: Path) -> list[str]:
+    """The files of the DICOM series ``read_image`` reads from ``directory``: the largest one, sorted."""
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory))
     if not series_ids:
         raise InputError(f"{directory} is a directory without a DICOM series (give a NIfTI/NRRD/MHA file or a DICOM series folder)")
@@ -77,8 +78,13 @@ def _read_dicom_series(directory: Path) -> sitk.Image:
             "%s holds %d DICOM series; reading %s (%d files, the largest)",
             directory, len(series_ids), chosen, len(files_by_series[chosen]),
         )
+    return list(files_by_series[chosen])
+
+
+def _read_dicom_series(directory: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files_by_series[chosen])
+    files = dicom_series_files(directory)
+    reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     # ITK's multi-line warning about uneven slices is replaced by the one-line refusal below.
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -89,7 +95,7 @@ def _read_dicom_series(directory: Path) -> sitk.Image:
         raise InputError(f"cannot read the DICOM series in {directory}: the files are damaged or not one volume") from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
-    _check_slice_positions(reader, len(files_by_series[chosen]), image, directory)
+    _check_slice_positions(reader, len(files), image, directory)
     return image
 
 

@@ -45,11 +45,16 @@ class SynthesisJob:
     mask: Path | None = None
     subtraction: Path | None = None
     uncertainty: Path | None = None
+    dicom_out: Path | None = None
+    case_id: str = ""
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="bundled model name or checkpoint file (default: the bundled model matching the inputs)")
     SynthesisOptions.add_arguments(parser)
+    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
+                        help="also write the synthetic CE-T1 and the subtraction map as DICOM series (labelled SYNTHETIC) into DIR"
+                        " (batch: DIR/<case>/)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -149,6 +154,13 @@ def run_job(
     if job.uncertainty is not None and result.uncertainty is not None:
         outputs.append((result.uncertainty, job.uncertainty, UNCERTAINTY_DESCRIPTION))
     write_images(outputs, synthetic=True)
+    if job.dicom_out is not None:
+        from .dicomio import identifiers_for, write_dicom_outputs
+
+        identifiers, note = identifiers_for(job.inputs["t1"], job.case_id or job.inputs["t1"].name.split(".")[0])
+        derivation = f"Predicted from pre-contrast {'+'.join(m.upper() for m in job.inputs)} by VirtualContrast model {model.name}; not acquired"
+        write_dicom_outputs({"synthetic": result.synthetic, "subtraction": result.subtraction}, job.dicom_out, identifiers, derivation)
+        result.notes.extend([note] if note else [])
     return result
 
 
@@ -186,9 +198,14 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
 
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
-    job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty)
+    job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty,
+                       dicom_out=args.dicom_out)
     # Everything that needs no model first, so bad input is reported before a large model is loaded.
     resolve_precision(options.precision, resolve_device(options.device))
+    if job.dicom_out is not None:
+        from .dicomio import check_dicom_out
+
+        check_dicom_out(job.dicom_out)
     loaded = read_job(job)
     model = choose_model(args.model, list(inputs), options.device, print)
     report.model = model.name
@@ -211,7 +228,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     finally:
         for bar in bars:
             bar.close()
-    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty}
+    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty, "dicom": job.dicom_out}
     report.outputs = {kind: str(path) for kind, path in written.items() if path is not None}
     report.device, report.precision, report.notes, report.seconds = result.device, result.precision, list(result.notes), result.seconds
     for note in result.notes:
@@ -221,6 +238,8 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         print(f"wrote subtraction map: {job.subtraction}")
     if job.uncertainty is not None:
         print(f"wrote uncertainty map: {job.uncertainty}")
+    if job.dicom_out is not None:
+        print(f"wrote DICOM series (SYNTHETIC CE-T1 and subtraction map): {job.dicom_out}")
     print(f"{result.device}, {result.precision}, {result.seconds:.1f} s. SYNTHETIC image: research use only.")
     return 0
 
@@ -282,6 +301,10 @@ def run_batch(args: argparse.Namespace) -> int:
     from .synthesis import load_auxiliaries, resolve_precision
 
     options = options_from_args(args)
+    if args.dicom_out is not None:
+        from .dicomio import check_dicom_out
+
+        check_dicom_out(args.dicom_out)
     cases = cases_from_folder(args.input_dir) if args.input_dir else cases_from_manifest(args.manifest)
     resolve_precision(options.precision, resolve_device(options.device))
     # Models are loaded once per batch, auxiliary ones too (by name), and shared by the cases.
@@ -300,6 +323,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 inputs=inputs, mask=mask, output=out / f"{case_id}-t1c-synthetic.nii.gz",
                 subtraction=out / f"{case_id}-subtraction.nii.gz",
                 uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
+                dicom_out=args.dicom_out / case_id if args.dicom_out else None, case_id=case_id,
             )
             loaded = read_job(job)
             key = args.model or ""
