@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import MODALITIES
+from .enhancement import subtraction_map
 from .errors import CancelledError, InputError, MissingModalityError
 from .normalization import denormalize
 from .preprocessing import MIN_OVERLAP, PreparedInputs, prepare_inputs
@@ -75,7 +76,7 @@ class SynthesisOptions:
 
 @dataclass
 class SynthesisResult:
-    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), subtraction map, uncertainty."""
+    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), enhancement (subtraction) map, uncertainty."""
 
     synthetic: sitk.Image
     subtraction: sitk.Image
@@ -336,8 +337,7 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
     normalized = sitk.GetArrayFromImage(grid.to_reference(predicted))
     synthetic_array = denormalize(normalized, low, high)
     synthetic_array[~mask] = 0.0
-    subtraction_array = normalized - sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"]))
-    subtraction_array[~mask] = 0.0
+    subtraction_array = subtraction_map(synthetic_array, sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"])), mask)
 
     def on_t1_grid(array: np.ndarray) -> sitk.Image:
         image = sitk.GetImageFromArray(array.astype(np.float32))
