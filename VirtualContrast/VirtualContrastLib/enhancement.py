@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from .metrics import ENHANCING_LABEL, percentile_normalize, psnr, ssim_2d_slices, ssim_3d
+
+if TYPE_CHECKING:
+    import matplotlib.axes
 
 #: Residual band (in robust σ) kept for the next fit: above +2 σ is taken as enhancement.
 FIT_BAND = (-3.0, 2.0)
@@ -50,9 +54,24 @@ DETECTION_FRACTION = 0.5
 #: Tumour labels are dilated by this distance before false blobs are looked for outside them.
 TUMOUR_MARGIN_MM = 5.0
 
-#: Subtraction-map value that separates enhancement from non-enhancing brain. Placeholder until fitted
-#: on the training cases with ``virtual-contrast-train fit-threshold``.
-ENHANCEMENT_THRESHOLD = 0.1
+#: Subtraction-map value that separates enhancement from non-enhancing brain, fixed on training cases only:
+#: Youden's J (0.776) on the true maps of the 34 ``train`` rows of the BraTS 2018 set (../shared/realdata,
+#: splits.tsv; no val case): ``virtual-contrast-train fit-threshold cache/train --out threshold.json``, where
+#: ``cache/train`` holds those 34 cases prepared by ``virtual-contrast-train prepare`` (layout brats2018, --no-register).
+ENHANCEMENT_THRESHOLD = 0.087
+
+#: The definitions above in one sentence, for tables and metrics files.
+DEFINITION = (
+    "subtraction map = CE-T1 minus its robust linear fit on the T1 inside the brain (both percentile-normalized), "
+    "for the prediction and for the true CE-T1; subtraction PSNR/SSIM: the prediction's map against the true map "
+    f"inside the enhancing tumour (data range 1); a lesion (26-connected enhancing-label component of >= {MIN_BLOB_MM3:g} mm³) "
+    f"is detected when >= {DETECTION_FRACTION:.0%} of its voxels have a map above T = {ENHANCEMENT_THRESHOLD:g}; "
+    f"false blobs: 26-connected components of map > T in the brain of >= {MIN_BLOB_MM3:g} mm³ with no voxel within "
+    f"{TUMOUR_MARGIN_MM:g} mm of a tumour label (count and ml per case); true_blobs: the same on the true map."
+)
+
+#: Montages show subtraction maps in [-MAP_LIMIT, MAP_LIMIT] (fixed, so maps of different cases compare).
+MAP_LIMIT = 0.5
 
 #: Bin edges of the histograms ``fit_threshold`` pools over cases (map values are within [-1, 1]).
 THRESHOLD_BINS = np.linspace(-1.0, 1.0, 2001)
@@ -187,3 +206,11 @@ def youden_threshold(histograms: Sequence[np.ndarray]) -> tuple[float, float]:
     youden = above[0] - above[1]
     best = int(np.argmax(youden))
     return float(THRESHOLD_BINS[best + 1]), float(youden[best])
+
+
+def show_map(ax: "matplotlib.axes.Axes", map_slice: np.ndarray, brain_slice: np.ndarray) -> None:
+    """Draw a subtraction-map slice: white (neutral) where nothing enhances, red enhancing, blue darker; black outside the brain."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="black")
+    ax.imshow(np.ma.masked_where(~np.asarray(brain_slice, dtype=bool), map_slice), cmap=cmap, vmin=-MAP_LIMIT, vmax=MAP_LIMIT)
