@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--data", required=True, type=Path, help="prepared test cache folder")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--table", default="I", help="I, II, III, V, fig7 or fig9")
+    p.add_argument("--table", default="I", help="I, II, III, V, E (enhancement), fig7 or fig9")
     p.add_argument("--labels", help="comma-separated model labels (default: run names)")
     p.add_argument("--reference", help="label of the model the t-tests compare against (default: the first)")
     p.add_argument("--device", default="auto")

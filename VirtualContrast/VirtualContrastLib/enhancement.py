@@ -18,10 +18,13 @@ Enhancement metrics (per case; the true map is made from the true CE-T1 in the s
   :data:`MIN_BLOB_MM3` (100 mm³, i.e. 100 voxels at 1 mm). A lesion is **detected** when at least
   :data:`DETECTION_FRACTION` of its voxels have a synthetic map above :data:`ENHANCEMENT_THRESHOLD`.
   Lesion sensitivity = detected / lesions.
-- False enhancing blobs: connected components (26-connectivity) of "synthetic map > threshold" inside
-  the brain, of at least 100 mm³, that do not touch the tumour labels (any label > 0) dilated by
-  :data:`TUMOUR_MARGIN_MM`; their number and total volume (ml). Vessels, dura and choroid plexus
-  enhance in real CE-T1 too, so the same count on the true map (``true_blobs``) is given beside it.
+- Enhancing blobs outside tumour: connected components (26-connectivity) of "synthetic map > threshold"
+  inside the brain, of at least 100 mm³, with no voxel within :data:`TUMOUR_MARGIN_MM` of a tumour
+  label (any label > 0); their number and total volume (ml), and the same on the true map
+  (``true_blobs``). Vessels, dura and choroid plexus enhance in real CE-T1 too, so a perfect prediction
+  has as many blobs as the truth. **False** enhancing blobs are those of them that the true map does not
+  confirm: fewer than :data:`DETECTION_FRACTION` of their voxels are above the threshold on the true map;
+  their number and total volume (ml).
 - PSNR and SSIM (data range 1) of the synthetic map against the true map inside the enhancing tumour.
 """
 
@@ -48,7 +51,8 @@ MAX_FITS = 10
 #: Smallest enhancing lesion and false blob, in mm³: 100 voxels at BraTS's 1 mm.
 MIN_BLOB_MM3 = 100.0
 
-#: A lesion is detected when at least this fraction of its voxels lie above the threshold.
+#: A lesion is detected (and a blob confirmed by the true map) when at least this fraction of its voxels
+#: lie above the threshold.
 DETECTION_FRACTION = 0.5
 
 #: Tumour labels are dilated by this distance before false blobs are looked for outside them.
@@ -56,8 +60,9 @@ TUMOUR_MARGIN_MM = 5.0
 
 #: Subtraction-map value that separates enhancement from non-enhancing brain, fixed on training cases only:
 #: Youden's J (0.776) on the true maps of the 34 ``train`` rows of the BraTS 2018 set (../shared/realdata,
-#: splits.tsv; no val case): ``virtual-contrast-train fit-threshold cache/train --out threshold.json``, where
-#: ``cache/train`` holds those 34 cases prepared by ``virtual-contrast-train prepare`` (layout brats2018, --no-register).
+#: splits.tsv; no val case): ``virtual-contrast-train prepare <extracted cases> --layout brats2018 --split train
+#: --no-register --modalities t1,t2,flair --out cache/train``, then ``virtual-contrast-train fit-threshold cache/train
+#: --out threshold.json``.
 ENHANCEMENT_THRESHOLD = 0.087
 
 #: The definitions above in one sentence, for tables and metrics files.
@@ -66,8 +71,9 @@ DEFINITION = (
     "for the prediction and for the true CE-T1; subtraction PSNR/SSIM: the prediction's map against the true map "
     f"inside the enhancing tumour (data range 1); a lesion (26-connected enhancing-label component of >= {MIN_BLOB_MM3:g} mm³) "
     f"is detected when >= {DETECTION_FRACTION:.0%} of its voxels have a map above T = {ENHANCEMENT_THRESHOLD:g}; "
-    f"false blobs: 26-connected components of map > T in the brain of >= {MIN_BLOB_MM3:g} mm³ with no voxel within "
-    f"{TUMOUR_MARGIN_MM:g} mm of a tumour label (count and ml per case); true_blobs: the same on the true map."
+    f"blobs: 26-connected components of map > T in the brain of >= {MIN_BLOB_MM3:g} mm³ with no voxel within "
+    f"{TUMOUR_MARGIN_MM:g} mm of a tumour label (count and ml per case; true_blobs: the same on the true map); "
+    f"false blobs: those blobs with < {DETECTION_FRACTION:.0%} of their voxels above T on the true map."
 )
 
 #: Montages show subtraction maps in [-MAP_LIMIT, MAP_LIMIT] (fixed, so maps of different cases compare).
@@ -119,11 +125,17 @@ def _components(mask: np.ndarray, spacing: Sequence[float], min_mm3: float) -> t
     return labels, np.flatnonzero(sizes * float(np.prod(spacing)) >= min_mm3), sizes
 
 
-def _blobs_outside_tumour(candidates: np.ndarray, near_tumour: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Voxel counts of the components of ``candidates`` (≥ 100 mm³) that have no voxel near the tumour."""
+def _blobs_outside_tumour(candidates: np.ndarray, near_tumour: np.ndarray, spacing: Sequence[float],
+                          confirm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts of the components of ``candidates`` (≥ 100 mm³) with no voxel near the tumour, and
+    whether ``confirm`` (when given) covers at least :data:`DETECTION_FRACTION` of each."""
     labels, big, sizes = _components(candidates, spacing, MIN_BLOB_MM3)
     touching = np.bincount(labels[near_tumour], minlength=sizes.size) > 0
-    return sizes[big[~touching[big]]]
+    blobs = big[~touching[big]]
+    if confirm is None:
+        return sizes[blobs], np.zeros(blobs.size, dtype=bool)
+    confirmed = np.bincount(labels[confirm], minlength=sizes.size)[blobs] >= DETECTION_FRACTION * sizes[blobs]
+    return sizes[blobs], confirmed
 
 
 def enhancement_metrics(
@@ -147,14 +159,18 @@ def enhancement_metrics(
     fraction_above = np.bincount(labels[above], minlength=sizes.size)[lesions] / np.maximum(sizes[lesions], 1)
     detected = int(np.count_nonzero(fraction_above >= DETECTION_FRACTION))
     near = near_tumour(seg > 0, spacing)
-    false = _blobs_outside_tumour(above, near, spacing)
+    true_above = (np.asarray(true_map) > threshold) & brain
+    blobs, confirmed = _blobs_outside_tumour(above, near, spacing, true_above)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
     return {
         "lesions": int(lesions.size),
         "lesions_detected": detected,
         "lesion_sensitivity": detected / lesions.size if lesions.size else math.nan,
-        "false_blobs": int(false.size),
-        "false_blob_ml": float(false.sum()) * float(np.prod(spacing)) / 1000.0,
-        "true_blobs": int(_blobs_outside_tumour((np.asarray(true_map) > threshold) & brain, near, spacing).size),
+        "blobs": int(blobs.size),
+        "blob_ml": float(blobs.sum()) * voxel_ml,
+        "true_blobs": int(_blobs_outside_tumour(true_above, near, spacing)[0].size),
+        "false_blobs": int(np.count_nonzero(~confirmed)),
+        "false_blob_ml": float(blobs[~confirmed].sum()) * voxel_ml,
         "subtraction_psnr": psnr(synthetic_map, true_map, enhancing),
         "subtraction_ssim_2d": ssim_2d_slices(synthetic_map, true_map, enhancing),
         "subtraction_ssim_3d": ssim_3d(synthetic_map, true_map, enhancing),
