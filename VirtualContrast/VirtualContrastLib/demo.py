@@ -102,14 +102,14 @@ def run(args: argparse.Namespace) -> int:
     seg = sitk.GetArrayFromImage(case.seg)
     synthetic = sitk.GetArrayFromImage(result.synthetic)
     # T2, ADC and FLAIR may live on thick-slice grids; the floor and the montage use them on the T1 grid.
-    on_t1 = {m: sitk.GetArrayFromImage(resample_to_reference(case.images[m], case.images["t1"])) for m in ("t1", "t2", "adc", "flair")}
+    on_t1 = {"t1": array["t1"], **{m: sitk.GetArrayFromImage(resample_to_reference(case.images[m], case.images["t1"])) for m in ("t2", "adc", "flair")}}
     model_inputs = [on_t1[m] for m in model.config.inputs]
     metrics = evaluate_case(synthetic, array["t1c"], mask, t1=array["t1"], regions=brats_regions(seg), linear_inputs=model_inputs)
     spacing = case.images["t1"].GetSpacing()[::-1]
     maps = {"true": subtraction_map(array["t1c"], array["t1"], mask), "synthetic": sitk.GetArrayFromImage(result.subtraction),
             "identity": subtraction_map(array["t1"], array["t1"], mask),
             "linear": subtraction_map(linear_floor(array["t1c"], model_inputs, mask), array["t1"], mask)}
-    enhancement = {name: enhancement_metrics(maps[name], maps["true"], seg, mask, spacing) for name in ("synthetic", "identity", "linear")}
+    enhancement = {kind: enhancement_metrics(maps[kind], maps["true"], seg, mask, spacing) for kind in ("synthetic", "identity", "linear")}
     montage = write_montage(
         {"T1": array["t1"], "T2": on_t1["t2"], "ADC": on_t1["adc"], "CE-T1 (ground truth)": array["t1c"], "CE-T1 (SYNTHETIC)": synthetic},
         {"enhancement (ground truth)": maps["true"], "enhancement (SYNTHETIC)": maps["synthetic"]},

@@ -194,7 +194,7 @@ def threshold_histograms(
 ) -> np.ndarray:
     """Normalized histograms (2, bins) of a true map: enhancing-label voxels, and brain away from the tumour.
 
-    The brain class leaves out the tumour dilated by :data:`TUMOUR_MARGIN_MM`, as false blobs do; a
+    The brain class leaves out the tumour dilated by :data:`TUMOUR_MARGIN_MM`, as blobs do; a
     class with no voxel gives a row of zeros (and is not counted by :func:`youden_threshold`).
     """
     brain = np.asarray(brain_mask, dtype=bool)
