@@ -265,7 +265,8 @@ def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, bundled_models
     assert (folder / "phantom-0003-montage.png").read_bytes()[:4] == b"\x89PNG"
     report = json.loads((folder / "phantom-0003-metrics.json").read_text(encoding="utf-8"))
     assert report["model"] == "tiny-all" and {"brain", "enhancing_tumour", "whole_tumour"} <= set(report["metrics"])
-    assert "identity_psnr" in report["metrics"]["brain"] and "wall time" in out
+    assert "identity_psnr" in report["metrics"]["brain"] and "linear_psnr" in report["metrics"]["brain"] and "wall time" in out
+    assert set(report["enhancement"]) == {"synthetic", "identity", "linear"} and "lesion_sensitivity" in report["enhancement"]["synthetic"]
 
 
 def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import MODALITIES
+from .enhancement import subtraction_map
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
 from .imageio import check_image
 from .normalization import denormalize
@@ -43,7 +44,7 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (3, 4))
 
 @dataclass
 class SynthesisResult:
-    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), subtraction map, uncertainty."""
+    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), enhancement (subtraction) map, uncertainty."""
 
     synthetic: sitk.Image
     subtraction: sitk.Image
@@ -432,8 +433,7 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
     normalized = sitk.GetArrayFromImage(grid.to_reference(predicted))
     synthetic_array = denormalize(normalized, low, high)
     synthetic_array[~mask] = 0.0
-    subtraction_array = normalized - sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"]))
-    subtraction_array[~mask] = 0.0
+    subtraction_array = subtraction_map(synthetic_array, sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"])), mask)
 
     def on_t1_grid(array: np.ndarray) -> sitk.Image:
         image = sitk.GetImageFromArray(array.astype(np.float32))

@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         single.add_argument(f"--{name}", type=Path, help=f"{name.upper()} image (any grid overlapping the T1)")
     single.add_argument("--mask", type=Path, help="brain mask (default: computed from the T1)")
     single.add_argument("-o", "--output", required=True, type=Path, help="synthetic CE-T1 file (.nii.gz, .nii, .nrrd, .mha)")
-    single.add_argument("--subtraction", type=Path, help="also write the subtraction map (synthetic - T1, normalized)")
+    single.add_argument("--subtraction", type=Path, help="also write the enhancement (subtraction) map: synthetic CE-T1 minus its robust linear fit on the T1")
     single.add_argument("--uncertainty", type=Path, help="also write the TTA uncertainty map (turns on --tta)")
     single.add_argument("--quiet", action="store_true", help="no progress bar")
     single.add_argument("--progress-lines", action="store_true",
