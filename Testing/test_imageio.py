@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.fileutil import write_csv
 from VirtualContrastLib.imageio import SYNTHETIC_DESCRIPTION, is_synthetic, read_image, write_image
 
 
@@ -154,3 +155,13 @@ def test_write_replaces_existing_file_atomically(tmp_path):
     write_image(volume(seed=2), path)
     assert np.allclose(sitk.GetArrayFromImage(read_image(path)), sitk.GetArrayFromImage(volume(seed=2)))
     assert os.listdir(tmp_path) == ["out.nii.gz"]
+
+
+def test_csv_is_written_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "table.csv"
+    write_csv(path, [{"case": "a", "psnr": 30.5}, {"case": "b", "ssim": 0.9}])
+    assert path.read_text(encoding="utf-8").splitlines() == ["case,psnr,ssim", "a,30.5,", "b,,0.9"]
+    with pytest.raises(ValueError):
+        write_csv(path, [{"case": "c"}, {"case": "d", "extra": 1}], fields=["case"])
+    assert path.read_text(encoding="utf-8").splitlines()[0] == "case,psnr,ssim"
+    assert os.listdir(tmp_path) == ["table.csv"]

@@ -12,6 +12,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from VirtualContrastLib.metrics import (
     brats_regions,
     evaluate_case,
+    linear_floor,
     mae,
     paired_ttest,
     percentile_normalize,
@@ -125,6 +126,23 @@ def test_evaluate_case_normalizes_reports_regions_and_the_identity_floor():
     assert result["brain"]["identity_psnr"] == pytest.approx(psnr(t1n, tn, brain))
     assert result["brain"]["identity_ssim_2d"] == pytest.approx(ssim_2d_slices(t1n, tn, brain))
     assert "identity_mae" not in evaluate_case(pred, target, brain)["brain"]
+
+
+def test_linear_floor_recovers_a_linear_target_and_is_scored_beside_the_identity_floor():
+    rng = np.random.default_rng(2)
+    shape = (14, 24, 20)
+    brain = _border(shape, (1, 2, 2))
+    t1, t2 = (rng.random(shape) * 100 * brain for _ in range(2))
+    # Inside the clipping window the target is linear in the normalized inputs: the floor fits it exactly there.
+    target = (0.5 * percentile_normalize(t1, brain) + 2.0 * percentile_normalize(t2, brain) + 0.3) * brain
+    floor = linear_floor(target, [t1, t2], brain)
+    np.testing.assert_allclose(floor[brain], percentile_normalize(target, brain)[brain], atol=0.05)
+    assert np.all(floor[~brain] == 0)
+    result = evaluate_case(t1, target, brain, t1=t1, linear_inputs=[t1, t2])["brain"]
+    assert result["linear_psnr"] > result["identity_psnr"] + 10 and result["identity_psnr"] == pytest.approx(result["psnr"])
+    # The floor is scored exactly like a prediction: its own percentile normalization, then VC-Eval-1.
+    expected = psnr(percentile_normalize(floor, brain), percentile_normalize(target, brain), brain)
+    assert result["linear_psnr"] == pytest.approx(expected)
 
 
 def test_evaluate_case_with_an_absent_label_gives_nan():

@@ -170,7 +170,7 @@ def test_unet2d_treats_slices_independently():
 def test_checkpointing_gives_the_same_output_and_gradients():
     config = _config("hrfcn")
     plain = build_network(config).train()
-    ckpt = build_network(_config("hrfcn", checkpointing=True)).train()
+    ckpt = build_network(config, checkpointing=True).train()
     ckpt.load_state_dict(plain.state_dict())
     x = _slab(config)
     out_plain, out_ckpt = plain(x), ckpt(x)
@@ -179,6 +179,10 @@ def test_checkpointing_gives_the_same_output_and_gradients():
     out_ckpt.sum().backward()
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(q.grad, p.grad, msg=name)
+    assert any(getattr(m, "checkpointing", False) for m in ckpt.modules())
+    # A training-only option: a model config that carries it is refused.
+    with pytest.raises(VirtualContrastError, match="unknown arch_kwargs \\['checkpointing'\\]"):
+        build_network(_config("hrfcn", checkpointing=True))
 
 
 def test_channels_last_3d_and_bf16_autocast_run():

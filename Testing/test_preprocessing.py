@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scipy.spatial.transform import Rotation
 
+from conftest import head as make_head
+from conftest import rotation
 from VirtualContrastLib.config import DEFAULT_NORMALIZATION
 from VirtualContrastLib.errors import GeometryError, MissingModalityError
 from VirtualContrastLib.normalization import intensity_range, normalize
@@ -20,21 +21,9 @@ from VirtualContrastLib.preprocessing import (
 )
 
 
-def rotation(degrees) -> tuple[float, ...]:
-    return tuple(Rotation.from_euler("xyz", degrees, degrees=True).as_matrix().ravel())
-
-
 def head(shape=(20, 28, 24), spacing=(1.5, 1.5, 3.0), origin=(-20.0, -25.0, -30.0), direction=None, seed=0) -> sitk.Image:
-    """Skull-stripped ellipsoid 'brain' with texture, 0 outside, on the given grid."""
-    z, y, x = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
-    inside = (z / 0.4) ** 2 + (y / 0.42) ** 2 + (x / 0.42) ** 2 < 1
-    array = np.where(inside, 100 + 30 * np.random.default_rng(seed).random(shape), 0).astype(np.float32)
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    if direction is not None:
-        image.SetDirection(direction)
-    return image
+    """This module's head: a slightly flattened ellipsoid on a (20, 28, 24) grid unless told otherwise."""
+    return make_head(shape, spacing, origin, direction, seed, radii=(0.4, 0.42, 0.42))
 
 
 def physical_grid(size, spacing, origin, direction=None) -> sitk.Image:

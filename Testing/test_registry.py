@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import VirtualContrastLib
+from conftest import make_models_dir, tiny_checkpoint
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import CheckpointError, DeviceError, MissingModalityError
@@ -27,39 +27,15 @@ from VirtualContrastLib.registry import (
 )
 
 
-def tiny_checkpoint(path: Path, inputs: list[str], architecture: str = "hrfcn", seed: int = 0) -> str:
-    """Save a random width-4 network as a checkpoint; returns its SHA-256."""
-    torch.manual_seed(seed)
-    config = ModelConfig(architecture=architecture, arch_kwargs={"width": 4}, inputs=inputs)
-    return save_checkpoint(path, config, build_network(config).state_dict(), {"note": "random weights for tests"})
-
-
-def make_models_dir(folder: Path, specs: list[dict]) -> Path:
-    """A models folder with one tiny checkpoint per spec and a models.json describing them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for number, spec in enumerate(specs):
-        file = f"{spec['name']}.pt"
-        digest = tiny_checkpoint(folder / file, spec["inputs"], seed=number)
-        entry = {"file": file, "sha256": digest, "size_bytes": (folder / file).stat().st_size, "output": "t1c",
-                 "role": "synthesis", "description": f"test model {spec['name']}", "card": f"{spec['name']}.md", **spec}
-        (folder / entry["card"]).write_text(f"# {spec['name']}\n\nRandom weights.\n", encoding="utf-8")
-        entries.append(entry)
-    (folder / "models.json").write_text(json.dumps({"models": entries}), encoding="utf-8")
-    return folder
-
-
 @pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    folder = make_models_dir(tmp_path / "models", [
+def models(bundled_models) -> Path:
+    return bundled_models([
         {"name": "t1-only", "inputs": ["t1"]},
         {"name": "t1-t2", "inputs": ["t1", "t2"]},
         {"name": "t1-t2-adc", "inputs": ["t1", "t2", "adc"]},
         {"name": "t1-t2-adc-b", "inputs": ["t1", "t2", "adc"]},
         {"name": "t2-from-t1", "inputs": ["t1"], "output": "t2", "role": "auxiliary"},
     ])
-    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(folder))
-    return folder
 
 
 def test_list_and_load_bundled_model(models):

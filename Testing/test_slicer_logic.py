@@ -20,8 +20,7 @@ import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VirtualContrast"))
 
-from VirtualContrastLib.checkpoints import save_checkpoint  # noqa: E402
-from VirtualContrastLib.config import ModelConfig  # noqa: E402
+from conftest import head  # noqa: E402
 from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError  # noqa: E402
 from VirtualContrastSlicerLib import inputs, outputs  # noqa: E402
 from VirtualContrastSlicerLib.models import ModelCatalog  # noqa: E402
@@ -60,28 +59,13 @@ def _ijkToRas(spacing, degrees=23.0, origin=(-40.0, 25.0, 12.5), axis=(1.0, 2.0,
 
 def _head(shape=(18, 30, 26), seed=0) -> np.ndarray:
     """A bright ellipsoid 'brain' with noise, KJI order, float32."""
-    rng = np.random.default_rng(seed)
-    k, j, i = np.indices(shape, dtype=float)
-    centre = (np.array(shape) - 1) / 2
-    inside = ((k - centre[0]) / (shape[0] * 0.4)) ** 2 + ((j - centre[1]) / (shape[1] * 0.4)) ** 2 + ((i - centre[2]) / (shape[2] * 0.4)) ** 2 <= 1
-    return (inside * (100 + 20 * rng.random(shape))).astype(np.float32)
+    return sitk.GetArrayFromImage(head(shape, seed=seed, texture=0.2, radii=(0.4, 0.4, 0.4)))
 
 
 def _volume(scene, name, array, ijkToRas):
     node = slicer.util.addVolumeFromArray(array, ijkToRas, name=name)
     assert node.GetScene() is scene
     return node
-
-
-@pytest.fixture(scope="module")
-def tinyCheckpoint(tmp_path_factory) -> Path:
-    """A width-4 HR-FCN checkpoint with random weights (T1 + T2 inputs)."""
-    from VirtualContrastLib.networks import build_network
-
-    config = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"])
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, config, build_network(config).state_dict(), {"note": "random weights for tests"})
-    return path
 
 
 # -- geometry ------------------------------------------------------------------------------------
@@ -334,10 +318,10 @@ def _case(scene):
     return t1, t2
 
 
-def test_end_to_end_in_process_on_different_grids(scene, tinyCheckpoint):
+def test_end_to_end_in_process_on_different_grids(scene, tiny_t1_t2_checkpoint):
     t1, t2 = _case(scene)
     progress = []
-    result = SynthesisLogic(scene).process(t1, t2, model=str(tinyCheckpoint), device="cpu",
+    result = SynthesisLogic(scene).process(t1, t2, model=str(tiny_t1_t2_checkpoint), device="cpu",
                                            onProgress=lambda f, m: progress.append(f))
     assert result.modelName == "tiny"
     assert progress and progress[-1] == 1.0
@@ -350,10 +334,10 @@ def test_end_to_end_in_process_on_different_grids(scene, tinyCheckpoint):
 
 
 @pytest.mark.slow
-def test_end_to_end_background_process(scene, tinyCheckpoint):
+def test_end_to_end_background_process(scene, tiny_t1_t2_checkpoint):
     t1, t2 = _case(scene)
     lines, progress = [], []
-    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, None, SynthesisSettings(model=str(tinyCheckpoint), device="cpu"),
+    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, None, SynthesisSettings(model=str(tiny_t1_t2_checkpoint), device="cpu"),
                                       {}, onProgress=lambda f, m: progress.append(f), onLog=lines.append)
     result = job.wait()
     assert job.process.returnCode == 0, "\n".join(lines)
@@ -364,11 +348,11 @@ def test_end_to_end_background_process(scene, tinyCheckpoint):
     assert not job.folder.exists()
 
 
-def test_cancel_kills_the_process_and_leaves_the_scene_clean(scene, tinyCheckpoint):
+def test_cancel_kills_the_process_and_leaves_the_scene_clean(scene, tiny_t1_t2_checkpoint):
     t1, t2 = _case(scene)
     nodesBefore = scene.GetNumberOfNodes()
     finished = []
-    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, None, SynthesisSettings(model=str(tinyCheckpoint), device="cpu"),
+    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, None, SynthesisSettings(model=str(tiny_t1_t2_checkpoint), device="cpu"),
                                       {}, onFinished=finished.append)
     pid = job.process.pid
     job.cancel()

@@ -9,51 +9,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from VirtualContrastLib.checkpoints import save_checkpoint
+from conftest import head as make_head
+from conftest import make_models_dir, tiny_checkpoint
 from VirtualContrastLib.cli import build_parser, main
-from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import CancelledError
 from VirtualContrastLib.imageio import is_synthetic
-from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import load_model
 from VirtualContrastLib.options import SynthesisOptions
 from VirtualContrastLib.report import RunReport
 from VirtualContrastLib.synthesis_cli import SynthesisJob, run_job
 
 
-def head(shape=(12, 20, 16), spacing=(2.5, 2.5, 4.0), origin=(-20.0, -25.0, -24.0), seed=0, level=100.0) -> sitk.Image:
-    """Skull-stripped ellipsoid 'brain' with texture, 0 outside."""
-    z, y, x = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
-    inside = (z / 0.45) ** 2 + (y / 0.45) ** 2 + (x / 0.45) ** 2 < 1
-    array = np.where(inside, level + 0.3 * level * np.random.default_rng(seed).random(shape), 0).astype(np.float32)
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    return image
-
-
-def save_tiny(path: Path, inputs: list[str]) -> str:
-    torch.manual_seed(0)
-    config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=inputs)
-    return save_checkpoint(path, config, build_network(config).state_dict())
+def head(seed=0, level=100.0, **grid) -> sitk.Image:
+    """This module's head: a coarse (12, 20, 16) grid unless ``grid`` says otherwise."""
+    grid = {"shape": (12, 20, 16), "spacing": (2.5, 2.5, 4.0), "origin": (-20.0, -25.0, -24.0), **grid}
+    return make_head(seed=seed, level=level, **grid)
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch) -> Path:
+def workspace(tmp_path, monkeypatch, bundled_models) -> Path:
     """Inputs t1/t2 (T2 on another grid), and a bundled-models folder with one T1+T2 model."""
     sitk.WriteImage(head(), str(tmp_path / "t1.nii.gz"))
     t2 = head(shape=(16, 24, 24), spacing=(2.0, 2.0, 3.0), origin=(-22.0, -26.0, -25.0), seed=1, level=250.0)
     sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
-    models = tmp_path / "models"
-    models.mkdir()
-    digest = save_tiny(models / "tiny.pt", ["t1", "t2"])
-    entry = {"name": "tiny-t1-t2", "file": "tiny.pt", "sha256": digest, "inputs": ["t1", "t2"], "output": "t1c",
-             "role": "synthesis", "description": "random weights", "card": "tiny.md", "cpu_seconds_per_volume": 1.0}
-    (models / "tiny.md").write_text("# tiny-t1-t2\n\nRandom weights for tests.\n", encoding="utf-8")
-    (models / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
-    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models))
+    bundled_models([{"name": "tiny-t1-t2", "inputs": ["t1", "t2"], "cpu_seconds_per_volume": 1.0}])
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -85,7 +65,7 @@ def test_report_lists_model_device_precision_notes_and_outputs(workspace, capsys
 
 
 def test_report_is_written_on_failure_with_the_error_line(workspace, capsys):
-    save_tiny(workspace / "t1_t2_adc.pt", ["t1", "t2", "adc"])
+    tiny_checkpoint(workspace / "t1_t2_adc.pt", ["t1", "t2", "adc"])
     code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "--model", "t1_t2_adc.pt", "-o", "result.nrrd",
                  "--report", "result.json"])
     err = capsys.readouterr().err.strip()
@@ -120,7 +100,7 @@ def bad_cases(ws: Path) -> dict[str, tuple[list[str], str]]:
     (ws / "garbage.nii.gz").write_bytes(b"not an image at all" * 20)
     sitk.WriteImage(head(origin=(400.0, 0.0, 0.0), seed=3), str(ws / "far_t2.nii.gz"))
     (ws / "corrupt.pt").write_bytes(b"\x80\x02garbage" * 40)
-    save_tiny(ws / "t1_t2_adc.pt", ["t1", "t2", "adc"])
+    tiny_checkpoint(ws / "t1_t2_adc.pt", ["t1", "t2", "adc"])
     t1 = ["--t1", "t1.nii.gz"]
     return {
         "missing file": (["--t1", "nope.nii.gz", "--t2", "t2.nrrd"], "file not found: nope.nii.gz"),
@@ -163,7 +143,7 @@ def test_bad_input_is_one_line_exit_2_and_no_file(workspace, capsys, case):
 
 
 def test_tampered_bundled_checkpoint_is_refused(workspace, capsys):
-    path = workspace / "models" / "tiny.pt"
+    path = workspace / "models" / "tiny-t1-t2.pt"
     data = bytearray(path.read_bytes())
     data[-100] ^= 0x01
     path.write_bytes(bytes(data))
@@ -214,14 +194,8 @@ def test_batch_folder_reports_failures_and_goes_on(workspace, capsys):
 def test_batch_loads_the_auxiliary_model_once_for_all_cases(workspace, capsys, monkeypatch):
     import VirtualContrastLib.synthesis as synthesis
 
-    models = workspace / "models"
-    torch.manual_seed(1)
-    aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
-    digest = save_checkpoint(models / "aux.pt", aux_config, build_network(aux_config).state_dict())
-    listing = json.loads((models / "models.json").read_text(encoding="utf-8"))
-    listing["models"].append({"name": "tiny-t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"],
-                              "output": "t2", "role": "auxiliary"})
-    (models / "models.json").write_text(json.dumps(listing), encoding="utf-8")
+    make_models_dir(workspace / "models", [{"name": "tiny-t1-t2", "inputs": ["t1", "t2"]},
+                                           {"name": "tiny-t2-from-t1", "inputs": ["t1"], "output": "t2", "role": "auxiliary"}])
     loads = []
     real_load = synthesis.load_model
     monkeypatch.setattr(synthesis, "load_model", lambda name, **kw: loads.append(name) or real_load(name, **kw))
@@ -233,6 +207,15 @@ def test_batch_loads_the_auxiliary_model_once_for_all_cases(workspace, capsys, m
     assert code == 0, capsys.readouterr().err
     assert loads == ["tiny-t2-from-t1"]
     assert all((workspace / "results" / f"c{n}" / f"c{n}-t1c-synthetic.nii.gz").is_file() for n in range(2))
+
+
+def test_batch_reads_case_folders_in_another_known_layout(workspace, capsys):
+    (workspace / "brats" / "P1").mkdir(parents=True)
+    sitk.WriteImage(head(), str(workspace / "brats" / "P1" / "P1_t1.nii.gz"))
+    sitk.WriteImage(head(seed=1, level=200.0), str(workspace / "brats" / "P1" / "P1_t2.nii.gz"))
+    code = main(["batch", "--input-dir", "brats", "--out-dir", "results", "--device", "cpu", "--precision", "fp32"])
+    assert code == 0, capsys.readouterr().err
+    assert is_synthetic(workspace / "results" / "P1" / "P1-t1c-synthetic.nii.gz")
 
 
 def test_batch_manifest_with_relative_paths(workspace, capsys):
@@ -252,7 +235,7 @@ def test_models_list_and_card(workspace, capsys):
     out = capsys.readouterr().out
     assert "| tiny-t1-t2 | synthesis | t1+t2 -> t1c |" in out and "Research" in out
     assert main(["models", "--card", "tiny-t1-t2"]) == 0
-    assert "Random weights for tests." in capsys.readouterr().out
+    assert "Random weights." in capsys.readouterr().out
     assert main(["models", "--card", "nope"]) == 2
     assert "no bundled model named 'nope'" in capsys.readouterr().err
 
@@ -266,15 +249,12 @@ def test_bench_reports_table_and_json(capsys):
     assert result["slabs_per_volume"] == 96 and result["seconds_per_slab"] > 0
     assert result["gflops_per_volume"] == pytest.approx(result["gflops_per_slab"] * 96)
     assert 0 < result["ratio_to_conv3d"] and result["peak_memory_mb"] > 0
+    assert "| CPU features / oneDNN ISA / ATen kernels |" in out and result["onednn_isa"] != "unknown"
+    assert set(result["cpu_features"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16"} and result["aten_cpu_capability"]
 
 
-def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, monkeypatch, capsys):
-    models = tmp_path / "models"
-    models.mkdir()
-    digest = save_tiny(models / "all.pt", ["t1", "t2", "adc", "flair"])
-    entry = {"name": "tiny-all", "file": "all.pt", "sha256": digest, "inputs": ["t1", "t2", "adc", "flair"]}
-    (models / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
-    monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models))
+def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, bundled_models, capsys):
+    bundled_models([{"name": "tiny-all", "inputs": ["t1", "t2", "adc", "flair"]}])
     code = main(["demo", "--out", str(tmp_path / "demo"), "--seed", "3", "--spacing", "4", "--device", "cpu"])
     out = capsys.readouterr().out
     assert code == 0
@@ -285,7 +265,8 @@ def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, monkeypatch, c
     assert (folder / "phantom-0003-montage.png").read_bytes()[:4] == b"\x89PNG"
     report = json.loads((folder / "phantom-0003-metrics.json").read_text(encoding="utf-8"))
     assert report["model"] == "tiny-all" and {"brain", "enhancing_tumour", "whole_tumour"} <= set(report["metrics"])
-    assert "identity_psnr" in report["metrics"]["brain"] and "wall time" in out
+    assert "identity_psnr" in report["metrics"]["brain"] and "linear_psnr" in report["metrics"]["brain"] and "wall time" in out
+    assert set(report["enhancement"]) == {"synthetic", "identity", "linear"} and "lesion_sensitivity" in report["enhancement"]["synthetic"]
 
 
 def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):

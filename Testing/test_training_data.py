@@ -10,9 +10,13 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model_training.datasets import LAYOUTS, detect_layout, list_cases, read_manifest
+from model_training.__main__ import main as train_main
+from model_training.datasets import list_cases, read_manifest
 from model_training.prepare import PrepareOptions, load_case, prepare_dataset
 from model_training.sampling import SamplingOptions, SlabDataset
+from model_training.settings import load_config
+from model_training.train import split_cases
+from VirtualContrastLib.cases import LAYOUTS, detect_layout
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError, MissingModalityError
 
@@ -227,3 +231,17 @@ def test_dataset_works_with_distributed_sampler() -> None:
         assert len(batches) == 2
         seen.append(torch.cat([b["target"] for b in batches]))
     assert not torch.equal(seen[0], seen[1])
+
+
+def test_training_refuses_a_cache_normalized_otherwise_than_the_model_config(tmp_path: Path, capsys) -> None:
+    _write_case(tmp_path / "data", "phantom", "A")
+    spec = {"name": "brain_percentile", "lower": 1.0, "upper": 99.0}
+    prepare_dataset(list_cases(tmp_path / "data"), tmp_path / "cache", PrepareOptions(register=False, normalization=spec))
+    data = ["--set", f"data.train={tmp_path / 'cache'}", "--set", f"data.val={tmp_path / 'cache'}"]
+    assert train_main(["train", "tiny", "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu", *data]) == 2
+    err = capsys.readouterr().err
+    assert "prepared with normalization" in err and '"upper": 99.0' in err and '"upper": 99.5' in err
+    assert not (tmp_path / "run" / "best.pt").exists()
+    matching = load_config("tiny", {"data": {"train": str(tmp_path / "cache"), "val": str(tmp_path / "cache")},
+                                    "model": {"normalization": spec}})
+    assert split_cases(matching) == ((tmp_path / "cache", ["A"]), (tmp_path / "cache", ["A"]))

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from model_training.__main__ import main
-from model_training.evaluate import evaluate_checkpoints
+from model_training.evaluate import evaluate_checkpoints, true_subtraction
 from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
 from model_training.train import Trainer, train
@@ -54,6 +54,26 @@ def test_prepared_cache_is_on_the_working_grid(caches: dict[str, Path]) -> None:
     image = image_from_array(case["mask"], case)
     assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == "LPS"
     assert (case["labels"] == 3).any()
+
+
+def test_fit_threshold_uses_only_training_cases(caches: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "threshold.json"
+    assert main(["fit-threshold", str(caches["train"]), "--out", str(out)]) == 0
+    record = json.loads(out.read_text(encoding="utf-8"))
+    case = load_case(caches["train"], record["cases"][0])
+    true_map = true_subtraction(case)
+    brain = case["mask"] > 0
+    assert np.median(true_map[brain & (case["labels"] == 0)]) < record["threshold"] < np.median(true_map[case["labels"] == 3])
+    # A cache whose index marks its cases as validation gives no threshold.
+    index = json.loads((caches["val"] / "index.json").read_text(encoding="utf-8"))
+    marked = tmp_path / "val"
+    marked.mkdir()
+    for entry in index["prepared"]:
+        entry["split"] = "val"
+        (marked / entry["file"]).symlink_to(caches["val"] / entry["file"])
+    (marked / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    assert main(["fit-threshold", str(marked), "--out", str(tmp_path / "val.json")]) == 2
+    assert not (tmp_path / "val.json").exists()
 
 
 def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,8 +115,10 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
     table = (results / "table_II.md").read_text(encoding="utf-8")
     assert "identity (T1)" in table and "exported" in table and "slab overlap 0.50" in table
     rows = list(csv.DictReader(open(results / "table_II.csv", encoding="utf-8")))
-    assert [r["model"] for r in rows] == ["identity (T1)", "exported", "best"]
-    assert float(rows[1]["brain_psnr_mean"]) == pytest.approx(float(rows[2]["brain_psnr_mean"]))  # same weights
+    assert [r["model"] for r in rows] == ["identity (T1)", "linear (T1+T2+ADC)", "exported", "best"]
+    assert float(rows[2]["brain_psnr_mean"]) == pytest.approx(float(rows[3]["brain_psnr_mean"]))  # same weights
+    per_case = list(csv.DictReader(open(results / "per_case_II.csv", encoding="utf-8")))
+    assert {"enhancement_lesion_sensitivity", "enhancement_false_blobs", "linear (T1+T2+ADC)"} <= {*per_case[0], *(r["model"] for r in per_case)}
     assert (results / "montage.png").stat().st_size > 1000
     with pytest.raises(InputError, match="cannot contain a comma"):
         evaluate_checkpoints([model_path], caches["test"], tmp_path / "unused", labels=["HR-FCN (3D)", " overlap 2/3"])

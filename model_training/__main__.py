@@ -7,6 +7,7 @@ Examples::
     virtual-contrast-train train phantom_lite --out runs/lite --set data.train=data/cache/train --set data.val=data/cache/val
     torchrun --nproc_per_node 4 -m model_training train final --out runs/final
     virtual-contrast-train evaluate runs/a/model.pt runs/b/model.pt --data data/cache/test --table I --out results
+    virtual-contrast-train fit-threshold data/cache/train --out threshold.json
     virtual-contrast-train export runs/lite --out Resources/Models/phantom_lite.pt
     virtual-contrast-train bundle runs/lite --name vc-hrfcn16-t1-t2-adc --description "..."
 """
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE, MODALITIES
+from VirtualContrastLib.cases import LAYOUTS
 from VirtualContrastLib.cli import run_command
 from VirtualContrastLib.model_info import parse_modalities
 
 from .datacards import TRAINING_DATA
-from .datasets import LAYOUTS
 
 PROG = "virtual-contrast-train"
 
@@ -84,6 +85,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   overlap=args.overlap)
     print((Path(args.out) / f"table_{args.table}.md").read_text(encoding="utf-8"))
     print(f"{len(result['cases'])} cases; tables and montage in {args.out}")
+    return 0
+
+
+def cmd_fit_threshold(args: argparse.Namespace) -> int:
+    """Fit the enhancement threshold on the true subtraction maps of training cases."""
+    from .evaluate import fit_threshold
+
+    record = fit_threshold(args.data, args.out)
+    print(f"threshold {record['threshold']} (Youden's J {record['youden_j']}) from {len(record['cases'])} training cases; written to {args.out}")
     return 0
 
 
@@ -163,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--data", required=True, type=Path, help="prepared test cache folder")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--table", default="I", help="I, II, III, V, fig7 or fig9")
+    p.add_argument("--table", default="I", help="I, II, III, V, E (enhancement), fig7 or fig9")
     p.add_argument("--labels", help="comma-separated model labels (default: run names)")
     p.add_argument("--reference", help="label of the model the t-tests compare against (default: the first)")
     p.add_argument("--device", default="auto")
@@ -172,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, help="slab overlap fraction (default: the engine's, 1/3)")
     p.add_argument("--no-montage", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("fit-threshold", help="fit the enhancement threshold on training cases' true subtraction maps")
+    p.add_argument("data", type=Path, help="prepared training cache folder (cases of other splits are left out)")
+    p.add_argument("--out", required=True, type=Path, help="JSON file to write")
+    p.set_defaults(func=cmd_fit_threshold)
 
     p = sub.add_parser("export", help="export a run's best model as an engine checkpoint")
     p.add_argument("run", type=Path, help="run folder")

@@ -4,17 +4,21 @@ Every prediction goes through the engine (:func:`VirtualContrastLib.synthesis.sy
 as a user would run it, and is scored with VC-Eval-1 (:mod:`VirtualContrastLib.metrics`): brain,
 whole tumour (labels > 0) and enhancing tumour (label 3) where labels exist. The identity floor
 (the pre-contrast T1 taken as the prediction) is scored on the same cases and shown beside the
-models. Tables give mean ± std over cases and a paired t-test of each model against the reference
-model (the first checkpoint unless ``reference`` names another).
+models, and so is the per-case linear floor (a least-squares fit of the CE-T1 on each model's inputs, on
+the case itself inside the brain). Enhancement is scored per lesion (:mod:`VirtualContrastLib.enhancement`):
+each prediction's subtraction map against the true CE-T1's, region "enhancement". Tables give mean ± std
+over cases and a paired t-test of each model against the reference model (the first checkpoint unless
+``reference`` names another).
 
 Table kinds (``--table``): ``I`` (brain MAE/PSNR/SSIM), ``II`` (brain and tumour), ``III`` (input
-sets), ``V`` (architecture ablations), ``fig7`` (local-loss weights λ1/λ3, read from each
+sets), ``V`` (architecture ablations), ``E`` (enhancement: lesion sensitivity, false blobs, subtraction
+map in enhancing tumour), ``fig7`` (local-loss weights λ1/λ3, read from each
 checkpoint's schedule), ``fig9`` (threshold δ, read from each checkpoint's loss settings).
 """
 
 from __future__ import annotations
 
-import csv
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,11 +27,13 @@ import SimpleITK as sitk
 
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.fileutil import atomic_write, write_csv
 
 from .prepare import image_from_array, load_case, load_index
 
 IDENTITY = "identity (T1)"
-BRAIN, TUMOUR, ENHANCING = "brain", "whole_tumour", "enhancing_tumour"
+LINEAR = "linear"
+BRAIN, TUMOUR, ENHANCING, ENHANCEMENT = "brain", "whole_tumour", "enhancing_tumour", "enhancement"
 
 #: Columns (region, metric) of each table kind; "ssim_2d" is the paper's per-slice SSIM.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -35,6 +41,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "II": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr"), (BRAIN, "ssim_2d")],
     "III": [(BRAIN, "psnr"), (BRAIN, "ssim_2d"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
     "V": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
+    "E": [(BRAIN, "psnr"), (ENHANCING, "psnr"), (ENHANCEMENT, "subtraction_psnr"), (ENHANCEMENT, "subtraction_ssim_3d"),
+          (ENHANCEMENT, "lesion_sensitivity"), (ENHANCEMENT, "pooled_lesion_sensitivity"), (ENHANCEMENT, "false_blobs"),
+          (ENHANCEMENT, "false_blob_ml"), (ENHANCEMENT, "blobs"), (ENHANCEMENT, "true_blobs")],
     "fig7": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
     "fig9": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
 }
@@ -47,13 +56,83 @@ def regions_of(case: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return brats_regions(case["labels"]) if "labels" in case else {}
 
 
-def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1c") -> dict[str, dict[str, float]]:
-    """VC-Eval-1 metrics ``{region: {metric: value}}`` of one prediction (z, y, x) on a cached case."""
-    from VirtualContrastLib import metrics
+def true_subtraction(case: dict[str, np.ndarray]) -> np.ndarray:
+    """The subtraction map of a cached case's true CE-T1."""
+    from VirtualContrastLib.enhancement import subtraction_map
 
-    result = metrics.evaluate_case(prediction, case[f"raw_{target}"], case["mask"] > 0, regions=regions_of(case))
+    return subtraction_map(case["raw_t1c"], case["raw_t1"], case["mask"] > 0)
+
+
+def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1c",
+          true_map: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """VC-Eval-1 metrics ``{region: {metric: value}}`` of one prediction (z, y, x) on a cached case.
+
+    A CE-T1 prediction on a labelled case also gets the enhancement metrics (region "enhancement");
+    ``true_map`` (:func:`true_subtraction`, computed when not given) saves recomputing it per model.
+    """
+    from VirtualContrastLib import enhancement, metrics
+
+    brain = case["mask"] > 0
+    result = metrics.evaluate_case(prediction, case[f"raw_{target}"], brain, regions=regions_of(case))
+    if target == "t1c" and "labels" in case:
+        true_map = true_subtraction(case) if true_map is None else true_map
+        result[ENHANCEMENT] = enhancement.enhancement_metrics(
+            enhancement.subtraction_map(prediction, case["raw_t1"], brain), true_map, case["labels"], brain, array_spacing(case))
     return {region: {metric: float(value) for metric, value in values.items() if metric != "voxels"}
             for region, values in result.items() if values.get("voxels", 1) > 0}
+
+
+def linear_label(inputs: Sequence[str]) -> str:
+    """Row label of the per-case linear floor on ``inputs``."""
+    return f"{LINEAR} ({'+'.join(m.upper() for m in inputs)})"
+
+
+def is_floor(name: str) -> bool:
+    """True for the rows of the floors (identity and linear), which are not models."""
+    return name == IDENTITY or name.startswith(f"{LINEAR} (")
+
+
+def linear_prediction(case: dict[str, np.ndarray], inputs: Sequence[str]) -> np.ndarray:
+    """The per-case linear floor: the CE-T1 fitted on ``inputs`` inside the brain of the case itself."""
+    from VirtualContrastLib.metrics import linear_floor
+
+    missing = [m for m in inputs if f"raw_{m}" not in case]
+    if missing:
+        raise InputError(f"case {case.get('case_id', '?')} lacks {', '.join(missing)} for the linear floor")
+    return linear_floor(case["raw_t1c"], [case[f"raw_{m}"] for m in inputs], case["mask"] > 0)
+
+
+def array_spacing(case: dict[str, np.ndarray]) -> tuple[float, ...]:
+    """Voxel size in mm along the cached arrays' axes (z, y, x); the cache stores it as SimpleITK's (x, y, z)."""
+    return tuple(float(v) for v in case["spacing"][::-1])
+
+
+def fit_threshold(cache_dir: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """Fit the enhancement threshold on the TRUE subtraction maps of a prepared training cache; write it as JSON.
+
+    Every case of the cache is used, except those its index marks as belonging to another split than
+    ``train`` (a threshold fixed on validation cases would flatter them).
+    """
+    from VirtualContrastLib import enhancement
+
+    entries = load_index(cache_dir)["prepared"]
+    cases = [e["case"] for e in entries if e.get("split", "train") == "train" and e.get("labels", True)]
+    if not cases:
+        raise InputError(f"{cache_dir} holds no labelled training cases")
+    histograms = []
+    for case_id in cases:
+        case = load_case(cache_dir, case_id, ("raw_t1", "raw_t1c", "mask", "labels", "spacing"))
+        histograms.append(enhancement.threshold_histograms(true_subtraction(case), case["labels"], case["mask"] > 0, array_spacing(case)))
+    try:
+        threshold, youden = enhancement.youden_threshold(histograms)
+    except ValueError as error:
+        raise InputError(f"{cache_dir}: {error}") from None
+    record = {"threshold": round(threshold, 3), "youden_j": round(youden, 4), "cache": str(cache_dir), "cases": cases,
+              "rule": "Youden's J on the true subtraction maps: enhancing-label voxels vs brain farther than "
+                      f"{enhancement.TUMOUR_MARGIN_MM:g} mm from the tumour, each case weighing the same"}
+    with atomic_write(out_path, ".json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return record
 
 
 def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False,
@@ -114,7 +193,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
         raise InputError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = [load_model(str(path), device="cpu") for path in checkpoints]
+    models = [load_model(str(path), device=device) for path in checkpoints]
     names = list(labels) if labels else [model_label(m) for m in models]
     if len(names) != len(models) or len(set(names)) != len(names):
         raise InputError(f"give one distinct label per checkpoint: {len(models)} checkpoint(s), labels {names} "
@@ -124,14 +203,19 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
     case_ids = [entry["case"] for entry in load_index(cache_dir)["prepared"]][: max_cases or None]
     if not case_ids:
         raise InputError(f"{cache_dir} holds no prepared cases")
-    results: dict[str, list[dict[str, dict[str, float]]]] = {IDENTITY: [], **{name: [] for name in names}}
+    # One linear floor per distinct input set of the CE-T1 models, in model order.
+    floors = {linear_label(m.config.inputs): list(m.config.inputs) for m in models if m.config.target == "t1c"}
+    results: dict[str, list[dict[str, dict[str, float]]]] = {IDENTITY: [], **{f: [] for f in floors}, **{name: [] for name in names}}
     first_case, first_predictions = None, {}
     for case_id in case_ids:
         case = load_case(cache_dir, case_id)
-        results[IDENTITY].append(score(case["raw_t1"], case))
+        true_map = true_subtraction(case) if "labels" in case else None
+        results[IDENTITY].append(score(case["raw_t1"], case, true_map=true_map))
+        for floor, inputs in floors.items():
+            results[floor].append(score(linear_prediction(case, inputs), case, true_map=true_map))
         for model, name in zip(models, names):
             prediction = synthesize_case(model, case, device, tta, overlap)
-            results[name].append(score(prediction, case, model.config.target))
+            results[name].append(score(prediction, case, model.config.target, true_map))
             if first_case is None:
                 first_predictions[name] = prediction
         if first_case is None:
@@ -161,9 +245,14 @@ def table_rows(results: dict[str, list[dict[str, dict[str, float]]]], columns: l
     for name, per_case in results.items():
         row: dict[str, Any] = {"model": name, "setting": (sweep or {}).get(name, "")}
         for region, metric in columns:
+            key = f"{region}_{metric}"
+            if metric == "pooled_lesion_sensitivity":
+                # Detected lesions over all lesions of all cases: one number, no spread, no test.
+                counts = [sum(c.get(region, {}).get(k, 0) for c in per_case) for k in ("lesions_detected", "lesions")]
+                row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_p"] = counts[0] / counts[1] if counts[1] else np.nan, np.nan, np.nan
+                continue
             values = [c.get(region, {}).get(metric, np.nan) for c in per_case]
             ref = [c.get(region, {}).get(metric, np.nan) for c in results[reference]]
-            key = f"{region}_{metric}"
             row[f"{key}_mean"], row[f"{key}_std"] = summarize(values)
             row[f"{key}_p"] = float(paired_ttest(values, ref)[1]) if name != reference else float("nan")
         rows.append(row)
@@ -172,10 +261,7 @@ def table_rows(results: dict[str, list[dict[str, dict[str, float]]]], columns: l
 
 def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
     """Write ``stem.csv`` (all numbers) and ``stem.md`` (mean ± std, p vs reference)."""
-    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(stem.with_suffix(".csv"), rows)
     columns = [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")]
     with_setting = any(row["setting"] for row in rows)
     header = ["Model", *(["Setting"] if with_setting else []), *(c.replace("_", " ") for c in columns)]
@@ -191,7 +277,12 @@ def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± std over cases (VC-Eval-1); p: paired t-test against the reference model. "
-              "'identity (T1)' is the floor: the normalized pre-contrast T1 taken as the prediction."]
+              "'identity (T1)' is the floor: the normalized pre-contrast T1 taken as the prediction; 'linear (…)' is the "
+              "per-case linear floor: a least-squares fit of the CE-T1 on those inputs inside the brain of the case itself."]
+    if any(column.startswith(ENHANCEMENT) for column in columns):
+        from VirtualContrastLib.enhancement import DEFINITION
+
+        lines += ["", f"Enhancement (VirtualContrastLib.enhancement): {DEFINITION}"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -201,11 +292,7 @@ def write_per_case(results: dict[str, list[dict[str, dict[str, float]]]], case_i
     for name, per_case in results.items():
         for case_id, values in zip(case_ids, per_case):
             rows.append({"model": name, "case": case_id, **{f"{r}_{m}": v for r, ms in values.items() for m, v in ms.items()}})
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:
@@ -215,7 +302,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = [row for row in rows if row["model"] != IDENTITY]
+    models = [row for row in rows if not is_floor(row["model"])]
     series = [key[: -len("_mean")] for key in rows[0] if key.endswith("_mean")]
     fig, ax = plt.subplots(figsize=(1.6 * len(models) + 2, 3.5))
     width = 0.8 / len(series)
@@ -233,12 +320,14 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:
 
 
 def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray], inputs: Sequence[str], path: Path) -> None:
-    """Fig. 4-style row: inputs, ground truth, each model, |last model − ground truth| (one axial slice)."""
+    """Fig. 4-style row on one axial slice: inputs, ground truth, each model, |last model − ground truth|, and
+    the true and the last model's subtraction maps side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from VirtualContrastLib.enhancement import show_map, subtraction_map
     from VirtualContrastLib.metrics import percentile_normalize
 
     brain = case["mask"] > 0
@@ -252,14 +341,21 @@ def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray
     panels += [(name, show(pred)) for name, pred in predictions.items()]
     last = list(predictions)[-1]
     panels.append((f"|{last} − GT|", np.abs(show(predictions[last]) - truth)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
-    for ax, (title, image) in zip(np.atleast_1d(axes), panels):
+    maps = [("enhancement, true", true_subtraction(case)[z]),
+            (f"enhancement, {last}", subtraction_map(predictions[last], case["raw_t1"], brain)[z])]
+    fig, axes = plt.subplots(1, len(panels) + len(maps), figsize=(2.2 * (len(panels) + len(maps)), 2.6))
+    axes = np.atleast_1d(axes)
+    for ax, (title, image) in zip(axes, panels):
         # Cached arrays are LPS (rows run anterior -> posterior): anterior is already up.
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=8)
+    for ax, (title, image) in zip(axes[len(panels):], maps):
+        show_map(ax, image, brain[z])
+        ax.set_title(title, fontsize=8)
+    for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"SYNTHETIC images (research use only): case {case.get('case_id', '')}, slice {z}", fontsize=8)
+    fig.suptitle(f"SYNTHETIC images (research use only): case {case.get('case_id', '')}, slice {z}; "
+                 "enhancement maps: white = none, red = enhancing", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-

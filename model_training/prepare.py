@@ -24,12 +24,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import SimpleITK as sitk
 
-from VirtualContrastLib.config import DEFAULT_NORMALIZATION
+from VirtualContrastLib.cases import TARGET, CaseFiles
+from VirtualContrastLib.config import DEFAULT_NORMALIZATION, ModelConfig
 from VirtualContrastLib.errors import InputError, VirtualContrastError
+from VirtualContrastLib.fileutil import write_csv
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.parallel import ordered_map
-
-from .datasets import TARGET, CaseFiles
 
 INDEX_NAME = "index.json"
 
@@ -180,9 +180,7 @@ def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: Prepar
                     "normalization": options.normalization or DEFAULT_NORMALIZATION, "dtype": options.dtype},
     }
     (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
-    with open(out_dir / "skipped.csv", "w", encoding="utf-8") as handle:
-        handle.write("case,reason\n")
-        handle.writelines(f"{s['case']},\"{s['reason'].replace(chr(34), chr(39))}\"\n" for s in skipped)
+    write_csv(out_dir / "skipped.csv", skipped, fields=("case", "reason"))
     return index
 
 
@@ -192,6 +190,22 @@ def load_index(cache_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{cache_dir} is not a prepared dataset (no {INDEX_NAME}); run 'prepare' first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_normalization(cache_dir: str | Path, index: dict[str, Any], model: ModelConfig) -> None:
+    """Refuse a cache whose recorded normalization (its index's options) is not ``model``'s.
+
+    The spec travels prepare -> cache -> checkpoint (as nnU-Net's plans do): the checkpoint declares
+    ``model.normalization`` and the engine normalizes with it at inference, so a model trained on data
+    normalized otherwise would carry a false spec.
+    """
+    spec = index.get("options", {}).get("normalization")
+    if spec is None:
+        raise InputError(f"{cache_dir}: its {INDEX_NAME} does not record the normalization; prepare the data again")
+    if spec != model.normalization:
+        raise InputError(f"{cache_dir} was prepared with normalization {json.dumps(spec, sort_keys=True)} but the model config "
+                         f"says {json.dumps(model.normalization, sort_keys=True)}; set model.normalization to the cache's "
+                         "or prepare the data again with --normalization")
 
 
 def load_case(cache_dir: str | Path, case_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:

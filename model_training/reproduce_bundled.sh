@@ -22,8 +22,15 @@ virtual-contrast phantom --cases 16 --seed 1000 --out "$work/train" "${workers[@
 virtual-contrast phantom --cases 16 --seed 1100 --thick-slices --out "$work/train" "${workers[@]}"
 virtual-contrast phantom --cases 4 --seed 2000 --thick-slices --out "$work/val" "${workers[@]}"
 virtual-contrast phantom --cases 8 --seed 3000 --thick-slices --out "$work/test" "${workers[@]}"
+# Lesion-bearing phantoms (2 tumours each) for the enhancement fine-tune of the default model (phantom_enh).
+virtual-contrast phantom --cases 8 --seed 1200 --lesions 2 --out "$work/enh/train" "${workers[@]}"
+virtual-contrast phantom --cases 8 --seed 1300 --lesions 2 --thick-slices --out "$work/enh/train" "${workers[@]}"
+virtual-contrast phantom --cases 6 --seed 2100 --lesions 2 --thick-slices --out "$work/enh/val" "${workers[@]}"
 for split in train val test; do
   "${train[@]}" prepare "$work/$split" --out "$work/cache/$split" --no-register --quiet "${workers[@]}"
+done
+for split in train val; do
+  "${train[@]}" prepare "$work/enh/$split" --out "$work/enh/cache/$split" --no-register --quiet "${workers[@]}"
 done
 fi
 
@@ -35,6 +42,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 cp "$runs/phantom_lite/state.pt" "$runs/phantom_lite/epoch12.pt"
 "${train[@]}" train phantom_lite --out "$runs/phantom_lite" --resume "${data[@]}"
 "${train[@]}" train phantom_lite_flair --out "$runs/phantom_lite_flair" --set "init=$runs/phantom_lite/epoch12.pt" "${data[@]}"
+# The shipped default: phantom_lite fine-tuned to render enhancement (label-aware local loss and sampling,
+# selection by the mean of brain and enhancing-tumour PSNR).
+"${train[@]}" train phantom_enh --out "$runs/phantom_enh" --set "init=$runs/phantom_lite/best.pt" \
+  --set "data.train=$work/enh/cache/train" --set "data.val=$work/enh/cache/val"
 for config in phantom_unet3d phantom_hrfcn_2d aux_t1_to_t2 aux_t1_to_adc; do
   "${train[@]}" train "$config" --out "$runs/$config" "${data[@]}"
 done

@@ -34,6 +34,7 @@ from typing import Any
 
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import VirtualContrastError
+from VirtualContrastLib.options import PRECISIONS
 
 from .losses import PAPER_SCHEDULE, Stage
 from .sampling import SamplingOptions
@@ -127,8 +128,8 @@ class TrainConfig:
             stages = [Stage.from_dict(s) for s in data["schedule"]] if "schedule" in data else list(PAPER_SCHEDULE)
             optimizer = data.get("optimizer", {})
             precision = data.get("precision", "auto")
-            if precision not in ("auto", "fp32", "bf16", "fp16"):
-                raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
             select = dict(data.get("validation", {})).get("select", "brain_psnr")
             if select not in SELECTION_RULES:
                 raise ValueError(f"validation.select must be one of {', '.join(SELECTION_RULES)}, not {select!r}")

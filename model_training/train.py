@@ -37,10 +37,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.fileutil import write_csv
 from VirtualContrastLib.networks import build_network, in_plane_multiple
+from VirtualContrastLib.options import autocast_dtype
 
 from .losses import VirtualContrastLoss, stage_at, total_epochs
-from .prepare import load_case, load_index
+from .prepare import check_normalization, load_case, load_index
 from .sampling import SlabDataset
 from .settings import SELECTION_RULES, TrainConfig
 
@@ -56,31 +58,20 @@ def selection_score(row: dict[str, Any], rule: str) -> float | None:
     return float(np.mean(values))
 
 
-def export_config(config: TrainConfig) -> ModelConfig:
-    """The model config a checkpoint carries: the training one without training-only options."""
-    data = config.model.to_dict()
-    data["arch_kwargs"] = {k: v for k, v in data["arch_kwargs"].items() if k != "checkpointing"}
-    return ModelConfig.from_dict(data)
-
-
-def _training_model_config(config: TrainConfig) -> ModelConfig:
-    data = export_config(config).to_dict()
-    if config.gradient_checkpointing:
-        data["arch_kwargs"]["checkpointing"] = True
-    return ModelConfig.from_dict(data)
-
-
 def split_cases(config: TrainConfig) -> tuple[tuple[Path, list[str]], tuple[Path, list[str]] | None]:
-    """(train cache, case ids) and (validation cache, case ids) or None, from the ``data`` section."""
+    """(train cache, case ids) and (validation cache, case ids) or None, from the ``data`` section.
+
+    Each cache must have been normalized as the model config says (:func:`check_normalization`).
+    """
     if "train" not in config.data:
         raise InputError("the config's data section needs a 'train' cache folder (see 'prepare')")
     train_dir = Path(config.data["train"])
-    train_ids = [entry["case"] for entry in load_index(train_dir)["prepared"]]
+    train_ids = [entry["case"] for entry in _checked_index(train_dir, config)["prepared"]]
     if not train_ids:
         raise InputError(f"{train_dir} holds no prepared cases")
     if config.data.get("val"):
         val_dir = Path(config.data["val"])
-        val = (val_dir, [entry["case"] for entry in load_index(val_dir)["prepared"]])
+        val = (val_dir, [entry["case"] for entry in _checked_index(val_dir, config)["prepared"]])
     elif config.data.get("val_fraction"):
         order = np.random.default_rng(config.seed).permutation(len(train_ids))
         count = max(1, int(round(len(train_ids) * float(config.data["val_fraction"]))))
@@ -95,15 +86,19 @@ def split_cases(config: TrainConfig) -> tuple[tuple[Path, list[str]], tuple[Path
     return (train_dir, train_ids), val
 
 
+def _checked_index(cache_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    index = load_index(cache_dir)
+    check_normalization(cache_dir, index, config.model)
+    return index
+
+
 def initialize_from(network: torch.nn.Module, config: ModelConfig, source: str) -> None:
     """Copy the weights of a bundled model or checkpoint ``source`` into ``network`` (built from ``config``)."""
     from VirtualContrastLib.registry import load_model
 
     loaded = load_model(source, device="cpu")
     theirs, ours = loaded.config, config
-    # Gradient checkpointing saves memory and leaves the weights' shapes alone, so it may differ.
-    same_kwargs = dict(theirs.arch_kwargs, checkpointing=None) == dict(ours.arch_kwargs, checkpointing=None)
-    if theirs.architecture != ours.architecture or not same_kwargs or len(theirs.inputs) != len(ours.inputs):
+    if theirs.architecture != ours.architecture or theirs.arch_kwargs != ours.arch_kwargs or len(theirs.inputs) != len(ours.inputs):
         raise InputError(f"cannot initialize from {source}: it is a {theirs.architecture} {theirs.arch_kwargs} with "
                          f"{len(theirs.inputs)} inputs, this run a {ours.architecture} {ours.arch_kwargs} with {len(ours.inputs)}")
     network.load_state_dict(loaded.network.state_dict(), strict=True)
@@ -115,7 +110,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return autocast_dtype(precision)
 
 
 def hardware_summary(device: torch.device, world_size: int) -> dict[str, Any]:
@@ -163,7 +158,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
 
-        self.network = build_network(_training_model_config(config))
+        self.network = build_network(config.model, checkpointing=config.gradient_checkpointing)
         if config.init:
             initialize_from(self.network, config.model, config.init)
         self.network = self.network.to(self.device)
@@ -236,7 +231,7 @@ class Trainer:
             return {}
         val_dir, ids = val
         options = {"tta": bool(self.config.validation.get("tta", False))}
-        per_case = evaluate_network(self.network, export_config(self.config), val_dir, ids, device=self.device, options=options)
+        per_case = evaluate_network(self.network, self.config.model, val_dir, ids, device=self.device, options=options)
         return _mean_metrics(per_case)
 
     # -- state ---------------------------------------------------------------------------
@@ -270,7 +265,7 @@ class Trainer:
             "history": self.history,
             "wall_time_s": self.wall_time,
         }
-        save_checkpoint(self.out_dir / STATE_NAME, _training_model_config(self.config), self.network.state_dict(), training)
+        save_checkpoint(self.out_dir / STATE_NAME, self.config.model, self.network.state_dict(), training)
 
     def load_state(self, path: str | Path) -> None:
         """Resume from a ``state.pt`` written by :meth:`save_state`."""
@@ -278,7 +273,7 @@ class Trainer:
         state = checkpoint.training
         if state.get("kind") != "training-state":
             raise InputError(f"{Path(path).name} is not a training state (use the run folder's {STATE_NAME})")
-        if checkpoint.config.to_dict() != _training_model_config(self.config).to_dict():
+        if checkpoint.config.to_dict() != self.config.model.to_dict():
             raise InputError(f"{Path(path).name} was trained with another model configuration than {self.config.name!r}")
         self.network.load_state_dict(checkpoint.state_dict)
         self.epoch = int(state["epoch"])
@@ -356,9 +351,9 @@ class Trainer:
         if self.best is None or (score is not None and score > self.best.get("score", -np.inf)) or (score is None and "score" not in self.best):
             self.best = {"epoch": row["epoch"], "metric": rule, **({"score": score} if score is not None else {}),
                          "validation": {k: v for k, v in row.items() if k.startswith("val_")}}
-            save_checkpoint(self.out_dir / BEST_NAME, export_config(self.config), self.network.state_dict(), self.summary())
+            save_checkpoint(self.out_dir / BEST_NAME, self.config.model, self.network.state_dict(), self.summary())
         self.save_state()
-        _write_csv(self.out_dir / "log.csv", self.history)
+        write_csv(self.out_dir / "log.csv", self.history)
         with open(self.out_dir / "steps.csv", "a", newline="", encoding="utf-8") as handle:
             writer_csv = csv.DictWriter(handle, fieldnames=list(self.step_log[0]) if self.step_log else ["epoch"])
             if handle.tell() == 0:
@@ -374,14 +369,6 @@ def _mean_metrics(per_case: list[dict[str, dict[str, float]]]) -> dict[str, floa
 
     return {f"val_{region}_{metric}": summarize([case.get(region, {}).get(metric, np.nan) for case in per_case])[0]
             for region, metric in keys}
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, device: str | None = None,

@@ -39,15 +39,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _cpu_name() -> str:
+#: CPU flags that decide which kernels run: AVX2 (fp32 only), AVX-512, native bf16 (AVX-512 BF16, AMX).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`SPEED_FLAGS` it has (Linux; elsewhere the name only)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name, [flag for flag in SPEED_FLAGS if flag in flags]
+
+
+def _onednn_isa() -> str:
+    """The instruction set oneDNN dispatches to here (after any ``ONEDNN_MAX_CPU_ISA`` cap), from its verbose log."""
+    import os
+    import subprocess
+
+    # channels_last_3d and a batch of 2, as the engine runs: otherwise PyTorch may take its native kernel, not oneDNN.
+    probe = ("import torch; f = torch.channels_last_3d; "
+             "torch.nn.Conv3d(2, 2, 3).to(memory_format=f)(torch.rand(2, 2, 3, 8, 8).contiguous(memory_format=f))")
+    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+    try:
+        log = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return next((line.split("isa:", 1)[1].strip() for line in log.splitlines() if "isa:" in line), "unknown")
 
 
 def _peak_memory_mb(device: Any) -> float:
@@ -102,6 +128,7 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
 
     if slabs < 1:
         raise InputError("--slabs must be >= 1")
+    cpu_name, cpu_flags = _cpu_info()
     target = resolve_device(device)
     precision = resolve_precision(precision, target)
     batch = batch_size or DEFAULT_BATCH.get(target.type, 1)
@@ -133,9 +160,11 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
     conv_rate = conv_flops / conv_seconds
     return {
         "variant": variant, "width": width, "inputs": n_inputs, "parameters": count_parameters(meta_network),
-        "device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else _cpu_name(),
+        "device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else cpu_name,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision, "batch_size": batch,
         "layout": "channels_last_3d" if channels_last else "contiguous", "cpu_bf16": cpu_supports_bf16(),
+        "cpu_features": cpu_flags, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa": _onednn_isa() if target.type == "cpu" else "n/a",
         "slab_shape": list(slab_shape[2:]), "slabs_timed": timed, "seconds_per_slab": seconds_per_slab,
         "volume_shape": list(VOLUME_SHAPE), "overlap": DEFAULT_OVERLAP, "slabs_per_volume": volume_slabs,
         "seconds_per_volume": seconds_per_slab * volume_slabs, "seconds_per_volume_is": f"extrapolated from {timed} timed slabs",
@@ -150,6 +179,7 @@ def markdown_table(r: dict[str, Any]) -> str:
     rows = [
         ("model", f"{r['variant']} width {r['width']}, {r['inputs']} inputs, {r['parameters']:,} parameters"),
         ("device", f"{r['device']} ({r['device_name']}), {r['threads']} threads, torch {r['torch']}"),
+        ("CPU features / oneDNN ISA / ATen kernels", f"{' '.join(r['cpu_features']) or 'none of ' + ' '.join(SPEED_FLAGS)} / {r['onednn_isa']} / {r['aten_cpu_capability']}"),
         ("precision / layout / batch", f"{r['precision']} / {r['layout']} / {r['batch_size']}"),
         ("seconds per slab (3x256x192)", f"{r['seconds_per_slab']:.3f} ({r['slabs_timed']} slabs timed)"),
         ("seconds per 192x256x192 volume", f"{r['seconds_per_volume']:.1f} ({r['slabs_per_volume']} slabs at overlap {r['overlap']:.2f}; {r['seconds_per_volume_is']}, no brain crop)"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import MODALITIES
+from .normalization import check_spec
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {"name": "brain_percentile", "lower": 0.5, "upper": 99.5}
 
@@ -34,8 +35,14 @@ class ModelConfig:
             raise ValueError(f"unknown input modalities {unknown}; known: {list(MODALITIES)}")
         if not self.inputs or self.inputs[0] != "t1":
             raise ValueError("the first input modality must be 't1' (outputs land on the T1 grid)")
-        if self.slab_depth < 1:
-            raise ValueError("slab_depth must be >= 1")
+        if not isinstance(self.slab_depth, int) or isinstance(self.slab_depth, bool) or self.slab_depth < 1:
+            raise ValueError(f"slab_depth must be an integer >= 1, got {self.slab_depth!r}")
+        if not isinstance(self.arch_kwargs, dict):
+            raise ValueError(f"arch_kwargs must be a dict, got {self.arch_kwargs!r}")
+        if self.target not in ("t1c", *MODALITIES):
+            raise ValueError(f"unknown target {self.target!r}; known: t1c, {', '.join(MODALITIES)}")
+        # Checked here, not at inference, so a bad checkpoint is refused as it loads.
+        check_spec(self.normalization)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form, safe for ``torch.load(weights_only=True)``."""

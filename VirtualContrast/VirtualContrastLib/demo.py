@@ -2,8 +2,9 @@
 
 Generates a physics-phantom case (1 mm, with thick-slice T2/ADC/FLAIR like a clinical protocol),
 synthesizes a CE-T1 with the default bundled model, and writes the inputs (BraTS-style, via
-``phantom.write_case``), the synthetic CE-T1, the subtraction map, a PNG montage and the VC-Eval-1
-metrics (with the identity floor) to ``<out>/phantom-<seed>/``.
+``phantom.write_case``), the synthetic CE-T1, the subtraction (enhancement) map, a PNG montage with the
+true and synthetic enhancement maps side by side, and the VC-Eval-1 and enhancement metrics (with the
+identity and per-case linear floors) to ``<out>/phantom-<seed>/``.
 """
 
 from __future__ import annotations
@@ -42,23 +43,27 @@ def _window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     return float(low), float(high) if high > low else float(low) + 1.0
 
 
-def write_montage(panels: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray, path: Path) -> Path:
-    """PNG of one axial slice (through the most tumour) of each panel; the last panel is a difference map."""
+def write_montage(panels: dict[str, np.ndarray], maps: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray, path: Path) -> Path:
+    """PNG of one axial slice (through the most tumour): grey ``panels``, then the subtraction ``maps`` side by side."""
     from matplotlib.figure import Figure
 
+    from .enhancement import show_map
+
     index = int(np.argmax((seg > 0).sum(axis=(1, 2)))) if seg.any() else mask.shape[0] // 2
-    figure = Figure(figsize=(3 * len(panels), 3.4), dpi=100)
-    axes = figure.subplots(1, len(panels))
+    count = len(panels) + len(maps)
+    figure = Figure(figsize=(3 * count, 3.4), dpi=100)
+    axes = figure.subplots(1, count)
     for ax, (title, volume) in zip(axes, panels.items()):
-        if title.startswith("subtraction"):
-            limit = float(np.percentile(np.abs(volume[mask]), 99.5)) or 1.0
-            ax.imshow(volume[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        else:
-            low, high = _window(volume, mask)
-            ax.imshow(volume[index], cmap="gray", vmin=low, vmax=high)
+        low, high = _window(volume, mask)
+        ax.imshow(volume[index], cmap="gray", vmin=low, vmax=high)
         ax.set_title(title, fontsize=10)
+    for ax, (title, volume) in zip(axes[len(panels):], maps.items()):
+        show_map(ax, volume[index], mask[index])
+        ax.set_title(title, fontsize=10)
+    for ax in axes:
         ax.axis("off")
-    figure.suptitle(f"VirtualContrast phantom demo, axial slice {index}: SYNTHETIC images, research use only", fontsize=10)
+    figure.suptitle(f"VirtualContrast phantom demo, axial slice {index}: SYNTHETIC images, research use only; "
+                    "enhancement maps: white = none, red = enhancing", fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     return path
@@ -68,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
     """``virtual-contrast demo``."""
     import SimpleITK as sitk
 
+    from .enhancement import DEFINITION, enhancement_metrics, subtraction_map
     from .errors import InputError
     from .imageio import write_image
-    from .metrics import brats_regions, evaluate_case
+    from .metrics import brats_regions, evaluate_case, linear_floor
     from .phantom import generate_case, write_case
     from .preprocessing import resample_to_reference
     from .registry import default_model_for, load_model
     from .synthesis import SynthesisOptions, synthesize
+    from .synthesis_cli import SUBTRACTION_DESCRIPTION
 
     if not 0.5 <= args.spacing <= 6.0:
         raise InputError("--spacing must be between 0.5 and 6 mm")
@@ -89,19 +96,24 @@ def run(args: argparse.Namespace) -> int:
     case_id = f"phantom-{args.seed:04d}"
     out = write_case(case, args.out, case_id)["t1"].parent
     synthetic_path = write_image(result.synthetic, out / f"{case_id}-t1c-synthetic.nii.gz")
-    subtraction_path = write_image(result.subtraction, out / f"{case_id}-subtraction.nii.gz",
-                                   description="SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only")
+    subtraction_path = write_image(result.subtraction, out / f"{case_id}-subtraction.nii.gz", description=SUBTRACTION_DESCRIPTION)
 
     array = {k: sitk.GetArrayFromImage(v).astype(np.float32) for k, v in case.images.items()}
     mask = sitk.GetArrayFromImage(case.brain_mask) > 0
     seg = sitk.GetArrayFromImage(case.seg)
     synthetic = sitk.GetArrayFromImage(result.synthetic)
-    metrics = evaluate_case(synthetic, array["t1c"], mask, t1=array["t1"], regions=brats_regions(seg))
-    # T2 and ADC may live on thick-slice grids; the montage shows them on the T1 grid.
-    shown = {m: sitk.GetArrayFromImage(resample_to_reference(case.images[m], case.images["t1"])) for m in ("t2", "adc")}
+    # T2, ADC and FLAIR may live on thick-slice grids; the floor and the montage use them on the T1 grid.
+    on_t1 = {"t1": array["t1"], **{m: sitk.GetArrayFromImage(resample_to_reference(case.images[m], case.images["t1"])) for m in ("t2", "adc", "flair")}}
+    model_inputs = [on_t1[m] for m in model.config.inputs]
+    metrics = evaluate_case(synthetic, array["t1c"], mask, t1=array["t1"], regions=brats_regions(seg), linear_inputs=model_inputs)
+    spacing = case.images["t1"].GetSpacing()[::-1]
+    maps = {"true": subtraction_map(array["t1c"], array["t1"], mask), "synthetic": sitk.GetArrayFromImage(result.subtraction),
+            "identity": subtraction_map(array["t1"], array["t1"], mask),
+            "linear": subtraction_map(linear_floor(array["t1c"], model_inputs, mask), array["t1"], mask)}
+    enhancement = {kind: enhancement_metrics(maps[kind], maps["true"], seg, mask, spacing) for kind in ("synthetic", "identity", "linear")}
     montage = write_montage(
-        {"T1": array["t1"], "T2": shown["t2"], "ADC": shown["adc"], "CE-T1 (ground truth)": array["t1c"],
-         "CE-T1 (SYNTHETIC)": synthetic, "subtraction (SYNTHETIC)": sitk.GetArrayFromImage(result.subtraction)},
+        {"T1": array["t1"], "T2": on_t1["t2"], "ADC": on_t1["adc"], "CE-T1 (ground truth)": array["t1c"], "CE-T1 (SYNTHETIC)": synthetic},
+        {"enhancement (ground truth)": maps["true"], "enhancement (SYNTHETIC)": maps["synthetic"]},
         mask, seg, out / f"{case_id}-montage.png",
     )
     seconds = time.perf_counter() - start
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         "case": case_id, "seed": args.seed, "model": model.name, "model_sha256": model.sha256,
         "device": result.device, "precision": result.precision, "synthesis_seconds": result.seconds,
         "wall_seconds": seconds, "notes": result.notes, "protocol": "VC-Eval-1 (DESIGN.md)", "metrics": metrics,
-        "intended_use": INTENDED_USE,
+        "enhancement": enhancement, "enhancement_definition": DEFINITION, "intended_use": INTENDED_USE,
     }
     metrics_path = out / f"{case_id}-metrics.json"
     metrics_path.write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")

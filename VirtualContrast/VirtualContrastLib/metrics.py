@@ -12,6 +12,10 @@ is computed over the voxels of a boolean ``region``; an empty region gives NaN.
   authors' ``structural_similarity(gt_slice, pred_slice, data_range=1.0)``.
 - SSIM "BraSyn": skimage's 3D SSIM map (Gaussian window, sigma 1.5, population covariance)
   averaged over the region.
+- Floors scored like a prediction: "identity" (the pre-contrast T1) and "linear" (a least-squares
+  fit of the target on the model's inputs, with intercept, on the case itself inside the brain).
+
+Enhancement metrics (subtraction map, lesions, false blobs) are in :mod:`VirtualContrastLib.enhancement`.
 """
 
 from __future__ import annotations
@@ -108,6 +112,18 @@ def brats_regions(seg: np.ndarray, enhancing_label: int = ENHANCING_LABEL) -> di
     return {"enhancing_tumour": seg == enhancing_label, "whole_tumour": seg > 0}
 
 
+def linear_floor(target: np.ndarray, inputs: Sequence[np.ndarray], brain_mask: np.ndarray) -> np.ndarray:
+    """Per-case linear floor: least-squares fit of the target on the normalized inputs inside the brain; 0 outside."""
+    brain = np.asarray(brain_mask, dtype=bool)
+    out = np.zeros(brain.shape, dtype=np.float32)
+    if not brain.any():
+        return out
+    design = np.stack([percentile_normalize(x, brain)[brain] for x in inputs] + [np.ones(int(brain.sum()), np.float32)], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design.astype(np.float64), percentile_normalize(target, brain)[brain].astype(np.float64), rcond=None)
+    out[brain] = design @ coefficients
+    return out
+
+
 def _metrics(pred: np.ndarray, target: np.ndarray, region: np.ndarray) -> dict[str, float]:
     return {
         "mae": mae(pred, target, region),
@@ -124,25 +140,29 @@ def evaluate_case(
     t1: np.ndarray | None = None,
     regions: Mapping[str, np.ndarray] | None = None,
     normalize_inputs: bool = True,
+    linear_inputs: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """VC-Eval-1 metrics of one case, per region.
 
     Returns ``{region: {"voxels", "mae", "psnr", "ssim_2d", "ssim_3d"}}`` for "brain" and each
     entry of ``regions`` (e.g. :func:`brats_regions`; each is intersected with the brain).
     With ``t1`` the identity floor (normalized pre-contrast T1 as the prediction) is added as
-    ``identity_mae``, ``identity_psnr``, ``identity_ssim_2d``, ``identity_ssim_3d``.
+    ``identity_mae``, ``identity_psnr``, ``identity_ssim_2d``, ``identity_ssim_3d``; with
+    ``linear_inputs`` (the model's inputs) the :func:`linear_floor` likewise as ``linear_*``.
     ``normalize_inputs=False`` skips step 2 for arrays that are already normalized.
     """
     brain = _region(brain_mask, np.shape(target))
-    images = {"pred": pred, "target": target, "t1": t1}
+    floor = None if linear_inputs is None else linear_floor(target, linear_inputs, brain)
+    images = {"pred": pred, "target": target, "identity": t1, "linear": floor}
     if normalize_inputs:
         images = {k: None if v is None else percentile_normalize(v, brain) for k, v in images.items()}
     masks = {"brain": brain, **{name: _region(mask, brain.shape) & brain for name, mask in (regions or {}).items()}}
     result: dict[str, dict[str, float]] = {}
     for name, mask in masks.items():
         entry: dict[str, float] = {"voxels": int(mask.sum()), **_metrics(images["pred"], images["target"], mask)}
-        if images["t1"] is not None:
-            entry.update({f"identity_{k}": v for k, v in _metrics(images["t1"], images["target"], mask).items()})
+        for floor_name in ("identity", "linear"):
+            if images[floor_name] is not None:
+                entry.update({f"{floor_name}_{k}": v for k, v in _metrics(images[floor_name], images["target"], mask).items()})
         result[name] = entry
     return result
 

@@ -9,6 +9,7 @@ so inference reproduces training exactly.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import numpy as np
@@ -29,13 +30,28 @@ _RANGES: dict[str, Callable[..., tuple[float, float]]] = {
 }
 
 
+def check_spec(spec: Any) -> None:
+    """Raise ``ValueError`` (one line) unless ``spec`` names a known normalization with valid parameters."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"normalization must be a dict with a 'name', got {spec!r}")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] not in _RANGES:
+        raise ValueError(f"unknown normalization {spec['name']!r}; known: {sorted(_RANGES)}")
+    accepted = set(inspect.signature(_RANGES[spec["name"]]).parameters) - {"array", "mask"}
+    if set(params) - accepted:
+        raise ValueError(f"normalization {spec['name']!r} has unknown parameters {sorted(set(params) - accepted)}; known: {sorted(accepted)}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in params.values()):
+        raise ValueError(f"normalization parameters must be numbers, got {params}")
+    lower, upper = params.get("lower", 0.0), params.get("upper", 100.0)
+    if not 0.0 <= lower < upper <= 100.0:
+        raise ValueError(f"normalization percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
+
+
 def intensity_range(array: np.ndarray, mask: np.ndarray, spec: dict[str, Any]) -> tuple[float, float]:
     """Return the (low, high) intensities that ``spec`` maps to 0 and 1 for this image."""
-    params = dict(spec)
-    name = params.pop("name")
-    if name not in _RANGES:
-        raise ValueError(f"unknown normalization {name!r}; known: {sorted(_RANGES)}")
-    return _RANGES[name](np.asarray(array), np.asarray(mask, dtype=bool), **params)
+    check_spec(spec)
+    params = {k: v for k, v in spec.items() if k != "name"}
+    return _RANGES[spec["name"]](np.asarray(array), np.asarray(mask, dtype=bool), **params)
 
 
 def normalize(array: np.ndarray, mask: np.ndarray, spec: dict[str, Any]) -> np.ndarray:

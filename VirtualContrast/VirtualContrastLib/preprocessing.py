@@ -47,8 +47,13 @@ def coverage_fraction(moving: sitk.Image, reference: sitk.Image, region: sitk.Im
     return float((covered & inside).sum()) / total if total else 0.0
 
 
+#: Most voxels a morphological radius may span: a ball's cost grows with the cube of its radius,
+#: so on very fine grids (0.1 mm: 20 voxels for 2 mm) the closing is bounded rather than exact.
+MAX_RADIUS_VOXELS = 6
+
+
 def _radius_voxels(image: sitk.Image, millimetres: float) -> list[int]:
-    return [max(1, int(round(millimetres / s))) for s in image.GetSpacing()]
+    return [min(MAX_RADIUS_VOXELS, max(1, int(round(millimetres / s)))) for s in image.GetSpacing()]
 
 
 def is_skull_stripped(t1: sitk.Image) -> bool:
@@ -60,9 +65,9 @@ def is_skull_stripped(t1: sitk.Image) -> bool:
 def default_brain_mask(t1: sitk.Image) -> sitk.Image:
     """Brain (or head) mask used when the user gives none, as UInt8 0/1 on the T1 grid.
 
-    Skull-stripped T1 (see :func:`is_skull_stripped`): ``T1 > 0``, closed with a 2 mm ball and
-    with enclosed holes filled. Otherwise: Otsu threshold, largest connected component, closing
-    and hole filling, which gives a head mask (skull included); give a brain mask for better
+    Skull-stripped T1 (see :func:`is_skull_stripped`): ``T1 > 0``, closed with a 2 mm ball (at most
+    :data:`MAX_RADIUS_VOXELS` voxels) and with enclosed holes filled. Otherwise: Otsu threshold,
+    largest connected component, closing and hole filling, which gives a head mask (skull included); give a brain mask for better
     normalization of such images.
     """
     radius = _radius_voxels(t1, 2.0)

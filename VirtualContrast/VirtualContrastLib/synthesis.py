@@ -1,8 +1,8 @@
 """Synthesis: pre-contrast images + a loaded model -> synthetic CE-T1 on the T1 grid.
 
-Inference runs slab by slab along the S–I axis with MONAI's ``sliding_window_inference``
-(window = one slab x the whole padded slice, overlap only along the slab axis, Gaussian or
-constant blending). Progress is reported per slab and ``cancel()`` is checked before each batch;
+Inference runs slab by slab along the S–I axis (overlap only along the slab axis, MONAI's
+Gaussian or constant blending weights), each slab cropped in-plane to where its inputs are
+non-zero plus a margin. Progress is reported per slab and ``cancel()`` is checked before each batch;
 results exist only when everything has run, so a cancelled run leaves nothing half-done.
 """
 
@@ -19,10 +19,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import MODALITIES
+from .enhancement import subtraction_map
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
+from .imageio import check_image
 from .normalization import denormalize
 from .options import SynthesisOptions, autocast_dtype
-from .preprocessing import PreparedInputs, prepare_inputs
+from .preprocessing import CROP_MARGIN, PreparedInputs, prepare_inputs
 from .registry import LoadedModel, auxiliary_model_for, load_model, resolve_device
 
 if TYPE_CHECKING:
@@ -32,9 +34,9 @@ if TYPE_CHECKING:
 #: convolutions on its slow native kernel instead of oneDNN (measured ~5x slower here).
 DEFAULT_BATCH = {"cpu": 2, "cuda": 4}
 
-#: Gaussian blending: narrow along the slab (favour each slab's centre), ~flat in-plane, where
-#: there is a single window and the weights cancel out.
-SIGMA_SCALE = (0.125, 1.0, 1.0)
+#: Gaussian blending along the slab, narrow to favour each slab's centre (in-plane there is one
+#: window per slab, so no in-plane weights).
+SIGMA_SCALE = 0.125
 
 #: Test-time augmentation: in-plane flips (axes of the (B, C, D, H, W) tensor), identity first.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (3, 4))
@@ -42,7 +44,7 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (3, 4))
 
 @dataclass
 class SynthesisResult:
-    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), subtraction map, uncertainty."""
+    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), enhancement (subtraction) map, uncertainty."""
 
     synthetic: sitk.Image
     subtraction: sitk.Image
@@ -56,17 +58,26 @@ class SynthesisResult:
 
 
 def count_slabs(depth: int, slab_depth: int, overlap: float) -> int:
-    """Number of slabs ``sliding_window_inference`` runs along a depth (same rule as MONAI)."""
+    """Number of slabs run along a depth (the rule of MONAI's ``sliding_window_inference``)."""
     if depth <= slab_depth:
         return 1
     interval = max(int(slab_depth * (1 - overlap)), 1)
     return next(d for d in range(depth) if d * interval + slab_depth >= depth) + 1
 
 
+#: oneDNN instruction-set caps (``ONEDNN_MAX_CPU_ISA``) below native bf16: with one of these set,
+#: oneDNN runs bf16 convolutions on slow fallbacks even on a bf16 CPU.
+ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_supports_bf16() -> bool:
-    """True when this CPU runs bf16 natively (AVX-512 BF16 or AMX), so bf16 autocast pays off."""
+    """True when this CPU runs bf16 natively (AVX-512 BF16 or AMX) and oneDNN may use it, so bf16 autocast pays off."""
+    import os
+
     import torch
 
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper() in ISA_CAPS_WITHOUT_BF16:
+        return False
     cpu = torch.cpu
     checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
@@ -76,6 +87,9 @@ def resolve_precision(precision: str, device: "torch.device") -> str:
     """Turn "auto" into fp32/bf16/fp16 for ``device``: bf16 on capable CPUs and GPUs, fp16 on older GPUs."""
     import torch
 
+    if precision == "fp16" and device.type == "cpu":
+        # CPUs have no fp16 arithmetic: PyTorch emulates it (issue 16 found it about 40x slower than fp32).
+        raise InputError("fp16 on the CPU is emulated and about 40x slower than fp32; use precision fp32, bf16 or auto")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -113,6 +127,29 @@ def _eval_mode(network: "torch.nn.Module") -> Iterator[None]:
         network.train(was_training)
 
 
+def slab_starts(depth: int, slab_depth: int, overlap: float) -> list[int]:
+    """First slice of each slab along a depth: stride ``slab_depth * (1 - overlap)``, the last slab flush with the end."""
+    if depth <= slab_depth:
+        return [0]
+    interval = max(int(slab_depth * (1 - overlap)), 1)
+    return [min(i * interval, depth - slab_depth) for i in range(count_slabs(depth, slab_depth, overlap))]
+
+
+def _slab_window(footprint: np.ndarray, margin: tuple[int, int], multiple: int) -> tuple[slice, slice] | None:
+    """In-plane window of a slab: its inputs' bounding box + ``margin``, sized to ``multiple``; None when empty."""
+    rows, cols = np.any(footprint, axis=(0, 2)), np.any(footprint, axis=(0, 1))
+    if not rows.any():
+        return None
+    window = []
+    for present, extra, size in ((rows, margin[0], footprint.shape[1]), (cols, margin[1], footprint.shape[2])):
+        first = max(int(np.argmax(present)) - extra, 0)
+        last = min(size - int(np.argmax(present[::-1])) + extra, size)
+        length = min(-(-(last - first) // multiple) * multiple, size)
+        first = min(first, size - length)
+        window.append(slice(first, first + length))
+    return window[0], window[1]
+
+
 def predict_volume(
     model: LoadedModel,
     volume: np.ndarray,
@@ -127,41 +164,60 @@ def predict_volume(
 
     The network must already be on ``device``; it is used as it is (never moved nor re-laid out), in
     eval mode for the call and then put back in the mode it was in (a training network passed for
-    validation keeps its BatchNorm statistics). ``on_batch(n)`` is called after each forward pass of
-    ``n`` slabs; ``cancel()`` before each.
+    validation keeps its BatchNorm statistics). Slabs run along axis 0 and are blended with MONAI's
+    importance weights along the slab only. Each batch of slabs sees only the in-plane bounding box
+    of its non-zero inputs plus ``CROP_MARGIN`` (inputs are 0 outside the brain, where the result is
+    zeroed anyway): brain slices near the vertex and the skull base are far smaller than the widest.
+    H and W must be multiples of the network's in-plane multiple. ``on_batch(n)`` is called after
+    each forward pass of ``n`` slabs; ``cancel()`` before each.
     """
     import torch
-    from monai.inferers import sliding_window_inference
+    from monai.data.utils import compute_importance_map
 
-    from .networks import uses_channels_last
+    from .networks import in_plane_multiple, uses_channels_last
 
     channels_last = uses_channels_last(model.network)
     dtype = autocast_dtype(precision)
     slab = model.config.slab_depth
-    _, _, height, width = volume.shape
+    multiple = in_plane_multiple(model.config)
+    margin = (CROP_MARGIN[1], CROP_MARGIN[2])
+    weights = compute_importance_map((slab,), mode=options.blend, sigma_scale=SIGMA_SCALE).numpy()[:, None, None]
+    depth = volume.shape[1]
+    padded = np.zeros((volume.shape[0], max(depth, slab), *volume.shape[2:]), dtype=np.float32)
+    padded[:, :depth] = volume  # a volume thinner than a slab gets zero slices, as in training crops
 
-    def predictor(batch: "torch.Tensor") -> "torch.Tensor":
-        if cancel is not None and cancel():
-            raise CancelledError("synthesis cancelled; nothing was written")
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model.network(batch)
-        if on_batch is not None:
-            on_batch(batch.shape[0])
-        return out.float().contiguous()
+    def run(inputs: np.ndarray) -> np.ndarray:
+        footprint = np.any(inputs != 0, axis=0)
+        total, weight = np.zeros(inputs.shape[1:], np.float32), np.zeros(inputs.shape[1:], np.float32)
+        starts = slab_starts(inputs.shape[1], slab, options.overlap)
+        for first in range(0, len(starts), batch_size):
+            group = starts[first:first + batch_size]
+            if cancel is not None and cancel():
+                raise CancelledError("synthesis cancelled; nothing was written")
+            window = _slab_window(footprint[group[0]:group[-1] + slab], margin, multiple)
+            if window is not None:
+                rows, cols = window
+                batch = torch.from_numpy(np.stack([inputs[:, z:z + slab, rows, cols] for z in group])).to(device)
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last_3d)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    out = model.network(batch)
+                out = out.float().cpu().numpy()
+                for z, prediction in zip(group, out):
+                    total[z:z + slab, rows, cols] += prediction[0] * weights
+                    weight[z:z + slab, rows, cols] += weights
+            if on_batch is not None:
+                on_batch(len(group))
+        # Voxels no slab window reached lie outside every input's footprint: 0.
+        return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)[:depth]
 
-    inputs = torch.from_numpy(np.ascontiguousarray(volume))[None]
     predictions = []
     with torch.inference_mode(), _eval_mode(model.network):
         for flip in TTA_FLIPS if options.tta else ((),):
-            flipped = torch.flip(inputs, flip) if flip else inputs
-            out = sliding_window_inference(
-                flipped, (slab, height, width), batch_size, predictor,
-                overlap=(options.overlap, 0.0, 0.0), mode=options.blend, sigma_scale=SIGMA_SCALE,
-                sw_device=device, device=torch.device("cpu"),
-            )
-            predictions.append((torch.flip(out, flip) if flip else out)[0, 0].numpy())
+            # Flip axes are given for (B, C, D, H, W); the working volume here is (C, D, H, W).
+            axes = tuple(a - 1 for a in flip)
+            out = run(np.ascontiguousarray(np.flip(padded, axes)) if flip else padded)
+            predictions.append(np.flip(out, tuple(a - 1 for a in axes)) if flip else out)
     stack = np.stack(predictions)
     return stack.mean(axis=0), (stack.std(axis=0) if options.tta else None)
 
@@ -310,6 +366,11 @@ def synthesize(
     device = _run_device(model, auxiliaries or {}, options.device)
     precision = resolve_precision(options.precision, device)
     given = {name: image for name, image in images.items() if image is not None}
+    # The checks read_image does, for images that come without a file (Slicer, training).
+    for name, image in given.items():
+        check_image(image, name.upper())
+    if brain_mask is not None:
+        check_image(brain_mask, "the brain mask", mask=True)
     plan = _resolve_missing(model, set(given), options.missing_policy, auxiliaries or {})
     needed = set(model.config.inputs) | {m for aux in plan.values() if aux for m in aux.config.inputs}
     multiple = math.lcm(in_plane_multiple(model.config), *(in_plane_multiple(a.config) for a in plan.values() if a))
@@ -372,8 +433,7 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
     normalized = sitk.GetArrayFromImage(grid.to_reference(predicted))
     synthetic_array = denormalize(normalized, low, high)
     synthetic_array[~mask] = 0.0
-    subtraction_array = normalized - sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"]))
-    subtraction_array[~mask] = 0.0
+    subtraction_array = subtraction_map(synthetic_array, sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"])), mask)
 
     def on_t1_grid(array: np.ndarray) -> sitk.Image:
         image = sitk.GetImageFromArray(array.astype(np.float32))

@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
+from .fileutil import write_csv
 from .options import SynthesisOptions
 from .report import RunReport, check_report_path
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
+
     from .registry import LoadedModel
     from .synthesis import SynthesisResult
 
-#: BraTS-style file suffixes of a case folder (``<case>/<case>-t1n.nii.gz`` ...).
-BRATS_SUFFIXES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "mask": "brainmask"}
-INPUT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 MANIFEST_COLUMNS = ("case_id", "t1", "t2", "adc", "flair", "mask")
+
+#: A case id becomes a folder and file names under --out-dir: a word character first (no hidden
+#: names, no "..") and no path separators or characters some file systems refuse.
+CASE_ID_PATTERN = re.compile(r"\w[\w .+-]{0,99}")
 
 SUBTRACTION_DESCRIPTION = "SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only"
 UNCERTAINTY_DESCRIPTION = "SYNTHETIC uncertainty (TTA std) VirtualContrast - research only"
@@ -40,11 +45,16 @@ class SynthesisJob:
     mask: Path | None = None
     subtraction: Path | None = None
     uncertainty: Path | None = None
+    dicom_out: Path | None = None
+    case_id: str = ""
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="bundled model name or checkpoint file (default: the bundled model matching the inputs)")
     SynthesisOptions.add_arguments(parser)
+    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
+                        help="also write the synthetic CE-T1 and the subtraction map as DICOM series (labelled SYNTHETIC) into DIR"
+                        " (batch: DIR/<case>/)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         single.add_argument(f"--{name}", type=Path, help=f"{name.upper()} image (any grid overlapping the T1)")
     single.add_argument("--mask", type=Path, help="brain mask (default: computed from the T1)")
     single.add_argument("-o", "--output", required=True, type=Path, help="synthetic CE-T1 file (.nii.gz, .nii, .nrrd, .mha)")
-    single.add_argument("--subtraction", type=Path, help="also write the subtraction map (synthetic - T1, normalized)")
+    single.add_argument("--subtraction", type=Path, help="also write the enhancement (subtraction) map: synthetic CE-T1 minus its robust linear fit on the T1")
     single.add_argument("--uncertainty", type=Path, help="also write the TTA uncertainty map (turns on --tta)")
     single.add_argument("--quiet", action="store_true", help="no progress bar")
     single.add_argument("--progress-lines", action="store_true",
@@ -73,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Synthesize every case; a failing case is reported and the batch goes on. " + INTENDED_USE,
     )
     source = batch.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input-dir", type=Path, help="folder of case folders <case>/<case>-t1n.nii.gz, -t2w, -t2f, -adc, -brainmask")
+    source.add_argument("--input-dir", type=Path, help="folder of case folders, e.g. <case>/<case>-t1n.nii.gz, -t2w, -t2f, -adc, -brainmask "
+                        "(or another known layout: BraTS 2018/2021/2023, UCSF-PDGM)")
     source.add_argument("--manifest", type=Path, help="CSV with columns case_id,t1,t2,adc,flair,mask (paths relative to the CSV)")
     batch.add_argument("--out-dir", required=True, type=Path, help="outputs go to <out-dir>/<case>/")
     _add_engine_options(batch)
@@ -104,17 +115,9 @@ def choose_model(model: str | None, modalities: list[str], device: str, say: Cal
     return loaded
 
 
-def run_job(
-    job: SynthesisJob,
-    model: "LoadedModel",
-    options: "SynthesisOptions",
-    progress: Callable[[float, str], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-    auxiliaries: "Mapping[str, LoadedModel] | None" = None,
-) -> "SynthesisResult":
-    """Read the job's inputs, synthesize (``auxiliaries``: see ``synthesize``) and write the outputs once everything has run."""
-    from .imageio import check_output_path, read_image, write_image
-    from .synthesis import synthesize
+def read_job(job: SynthesisJob) -> tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]]:
+    """Check the job's output paths, then read and validate its inputs: everything that needs no model."""
+    from .imageio import check_output_path, read_image
 
     outputs = [p for p in (job.output, job.subtraction, job.uncertainty) if p is not None]
     for path in outputs:
@@ -126,12 +129,38 @@ def run_job(
         raise InputError("two outputs have the same path")
     images = {name: read_image(path) for name, path in job.inputs.items()}
     mask = read_image(job.mask, mask=True) if job.mask is not None else None
+    return images, mask
+
+
+def run_job(
+    job: SynthesisJob,
+    model: "LoadedModel",
+    options: "SynthesisOptions",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    inputs: tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]] | None = None,
+    auxiliaries: "Mapping[str, LoadedModel] | None" = None,
+) -> "SynthesisResult":
+    """Synthesize (``auxiliaries``: see ``synthesize``) and write the outputs, all or none, once everything has run;
+    ``inputs`` is :func:`read_job`'s result if already read."""
+    from .imageio import write_images
+    from .synthesis import synthesize
+
+    images, mask = inputs if inputs is not None else read_job(job)
     result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel, auxiliaries=auxiliaries)
-    write_image(result.synthetic, job.output, synthetic=True)
+    outputs = [(result.synthetic, job.output, None)]
     if job.subtraction is not None:
-        write_image(result.subtraction, job.subtraction, synthetic=True, description=SUBTRACTION_DESCRIPTION)
+        outputs.append((result.subtraction, job.subtraction, SUBTRACTION_DESCRIPTION))
     if job.uncertainty is not None and result.uncertainty is not None:
-        write_image(result.uncertainty, job.uncertainty, synthetic=True, description=UNCERTAINTY_DESCRIPTION)
+        outputs.append((result.uncertainty, job.uncertainty, UNCERTAINTY_DESCRIPTION))
+    write_images(outputs, synthetic=True)
+    if job.dicom_out is not None:
+        from .dicomio import identifiers_for, write_dicom_outputs
+
+        identifiers, note = identifiers_for(job.inputs["t1"], job.case_id or job.inputs["t1"].name.split(".")[0])
+        derivation = f"Predicted from pre-contrast {'+'.join(m.upper() for m in job.inputs)} by VirtualContrast model {model.name}; not acquired"
+        write_dicom_outputs({"synthetic": result.synthetic, "subtraction": result.subtraction}, job.dicom_out, identifiers, derivation)
+        result.notes.extend([note] if note else [])
     return result
 
 
@@ -164,19 +193,20 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     """Synthesize one case, filling ``report`` as the run goes."""
     from tqdm import tqdm
 
-    from .imageio import check_output_path
-    from .synthesis import load_auxiliaries
+    from .registry import resolve_device
+    from .synthesis import load_auxiliaries, resolve_precision
 
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
-    job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty)
-    # Cheap checks first, so a typo is reported before a large model is loaded.
-    for path in [*inputs.values(), args.mask]:
-        if path is not None and not path.exists():
-            raise InputError(f"file not found: {path}")
-    for path in (job.output, job.subtraction, job.uncertainty):
-        if path is not None:
-            check_output_path(path)
+    job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty,
+                       dicom_out=args.dicom_out)
+    # Everything that needs no model first, so bad input is reported before a large model is loaded.
+    resolve_precision(options.precision, resolve_device(options.device))
+    if job.dicom_out is not None:
+        from .dicomio import check_dicom_out
+
+        check_dicom_out(job.dicom_out)
+    loaded = read_job(job)
     model = choose_model(args.model, list(inputs), options.device, print)
     report.model = model.name
     auxiliaries = load_auxiliaries(model, inputs, options.missing_policy)
@@ -194,11 +224,11 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         bars[0].update(round(100 * fraction) - bars[0].n)
 
     try:
-        result = run_job(job, model, options, progress=progress, auxiliaries=auxiliaries)
+        result = run_job(job, model, options, progress=progress, inputs=loaded, auxiliaries=auxiliaries)
     finally:
         for bar in bars:
             bar.close()
-    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty}
+    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty, "dicom": job.dicom_out}
     report.outputs = {kind: str(path) for kind, path in written.items() if path is not None}
     report.device, report.precision, report.notes, report.seconds = result.device, result.precision, list(result.notes), result.seconds
     for note in result.notes:
@@ -208,26 +238,19 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         print(f"wrote subtraction map: {job.subtraction}")
     if job.uncertainty is not None:
         print(f"wrote uncertainty map: {job.uncertainty}")
+    if job.dicom_out is not None:
+        print(f"wrote DICOM series (SYNTHETIC CE-T1 and subtraction map): {job.dicom_out}")
     print(f"{result.device}, {result.precision}, {result.seconds:.1f} s. SYNTHETIC image: research use only.")
     return 0
 
 
-def _find_input(folder: Path, case: str, suffix: str) -> Path | None:
-    return next((folder / f"{case}-{suffix}{ext}" for ext in INPUT_EXTENSIONS if (folder / f"{case}-{suffix}{ext}").exists()), None)
-
-
 def cases_from_folder(folder: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
-    """(case_id, inputs, mask) for every BraTS-style case folder under ``folder``."""
-    if not folder.is_dir():
-        raise InputError(f"input folder not found: {folder}")
-    cases = []
-    for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        found = {name: _find_input(case_dir, case_dir.name, suffix) for name, suffix in BRATS_SUFFIXES.items()}
-        mask = found.pop("mask")
-        cases.append((case_dir.name, {k: v for k, v in found.items() if v is not None}, mask))
-    if not cases:
-        raise InputError(f"{folder} holds no case folders (<case>/<case>-t1n.nii.gz ...)")
-    return cases
+    """(case_id, inputs, mask) for every case folder under ``folder``, in any layout of :mod:`VirtualContrastLib.cases`."""
+    from .cases import case_folders, detect_layout, read_case_folder
+
+    layout = detect_layout(folder, required=("t1",))
+    cases = [read_case_folder(case_dir, layout) for case_dir in case_folders(folder)]
+    return [(case.case_id, {m: path for m, path in case.images.items() if m in MODALITIES}, case.mask) for case in cases]
 
 
 def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
@@ -235,17 +258,38 @@ def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path
     if not manifest.is_file():
         raise InputError(f"manifest not found: {manifest}")
     try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        # utf-8-sig: spreadsheet programs (Excel) start a CSV with a byte-order mark.
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputError(f"cannot read manifest {manifest.name}: {error}") from None
-    if not rows or not {"case_id", "t1"} <= set(rows[0]):
+    columns = [name for name in reader.fieldnames if name]
+    if not rows or not {"case_id", "t1"} <= set(columns):
         raise InputError(f"manifest {manifest.name} needs a header with at least case_id,t1 (columns: {','.join(MANIFEST_COLUMNS)})")
+    unknown = [name for name in columns if name not in MANIFEST_COLUMNS]
+    if unknown:
+        raise InputError(f"manifest {manifest.name} has unknown columns {','.join(unknown)}; known: {','.join(MANIFEST_COLUMNS)}")
     cases = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         paths = {k: manifest.parent / v.strip() for k, v in row.items() if k in MANIFEST_COLUMNS[1:] and v and v.strip()}
         mask = paths.pop("mask", None)
-        cases.append(((row.get("case_id") or "").strip() or f"row{len(cases) + 1}", paths, mask))
+        case_id = (row.get("case_id") or "").strip() or f"row{number}"
+        if not CASE_ID_PATTERN.fullmatch(case_id):
+            raise InputError(
+                f"manifest {manifest.name} row {number}: case id {case_id!r} cannot be a folder name (up to 100 letters, digits, "
+                "spaces and . _ + -, starting with a letter or digit; no path separators)"
+            )
+        cases.append((case_id, paths, mask))
+    first: dict[str, str] = {}
+    clashes = []
+    for case_id, _, _ in cases:
+        if case_id.casefold() in first:
+            clashes.append(f"{first[case_id.casefold()]!r} and {case_id!r}")
+        first.setdefault(case_id.casefold(), case_id)
+    if clashes:
+        raise InputError(f"manifest {manifest.name} repeats case ids (ignoring case, as some file systems do): {', '.join(clashes)}; each case needs its own id")
     return cases
 
 
@@ -253,10 +297,16 @@ def run_batch(args: argparse.Namespace) -> int:
     """``virtual-contrast batch``: every case, errors reported per case, summary at the end."""
     from tqdm import tqdm
 
-    from .synthesis import load_auxiliaries
+    from .registry import resolve_device
+    from .synthesis import load_auxiliaries, resolve_precision
 
     options = options_from_args(args)
+    if args.dicom_out is not None:
+        from .dicomio import check_dicom_out
+
+        check_dicom_out(args.dicom_out)
     cases = cases_from_folder(args.input_dir) if args.input_dir else cases_from_manifest(args.manifest)
+    resolve_precision(options.precision, resolve_device(options.device))
     # Models are loaded once per batch, auxiliary ones too (by name), and shared by the cases.
     models: dict[str, "LoadedModel"] = {}
     auxiliary_models: dict[str, "LoadedModel"] = {}
@@ -267,7 +317,15 @@ def run_batch(args: argparse.Namespace) -> int:
         status, message, model_name = "ok", "", ""
         try:
             if "t1" not in inputs:
-                raise InputError("no T1 (<case>-t1n) found")
+                raise InputError("no T1 found")
+            out = args.out_dir / case_id
+            job = SynthesisJob(
+                inputs=inputs, mask=mask, output=out / f"{case_id}-t1c-synthetic.nii.gz",
+                subtraction=out / f"{case_id}-subtraction.nii.gz",
+                uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
+                dicom_out=args.dicom_out / case_id if args.dicom_out else None, case_id=case_id,
+            )
+            loaded = read_job(job)
             key = args.model or ""
             if args.model is None:
                 from .registry import default_model_for
@@ -276,14 +334,8 @@ def run_batch(args: argparse.Namespace) -> int:
             if key not in models:
                 models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
             model_name = models[key].name
-            out = args.out_dir / case_id
-            job = SynthesisJob(
-                inputs=inputs, mask=mask, output=out / f"{case_id}-t1c-synthetic.nii.gz",
-                subtraction=out / f"{case_id}-subtraction.nii.gz",
-                uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
-            )
             auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
-            result = run_job(job, models[key], options, auxiliaries=auxiliaries)
+            result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
             message = "; ".join(result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)
@@ -295,11 +347,11 @@ def run_batch(args: argparse.Namespace) -> int:
                         "seconds": f"{time.perf_counter() - start:.1f}", "message": message})
     bar.close()
     failed = [row for row in summary if row["status"] != "ok"]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    with (args.out_dir / "batch_summary.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    try:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(args.out_dir / "batch_summary.csv", summary)
+    except OSError as error:
+        raise InputError(f"cannot write {args.out_dir / 'batch_summary.csv'}: {error.strerror}") from None
     print(f"{len(summary)} cases: {len(summary) - len(failed)} done, {len(failed)} failed; summary in {args.out_dir / 'batch_summary.csv'}")
     for row in failed:
         print(f"  failed {row['case_id']}: {row['message']}")

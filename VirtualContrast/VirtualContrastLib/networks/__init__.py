@@ -36,7 +36,7 @@ ARCHITECTURES: dict[str, str] = {
     "unet2d": "MONAI 2D U-Net applied slice by slice",
 }
 
-_ARCH_KWARGS = {"width", "checkpointing"}
+_ARCH_KWARGS = {"width"}
 
 
 def _check(config: ModelConfig) -> None:
@@ -54,12 +54,12 @@ def _check(config: ModelConfig) -> None:
         raise VirtualContrastError(f"arch_kwargs width must be a positive integer, got {width!r}")
 
 
-def build_network(config: ModelConfig) -> nn.Module:
+def build_network(config: ModelConfig, checkpointing: bool = False) -> nn.Module:
     """Build the (untrained) network that ``config`` describes.
 
-    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64) and
-    ``checkpointing`` (HR-FCN variants recompute FCN-module activations in the backward pass
-    to save memory; the U-Nets ignore it).
+    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64). ``checkpointing``
+    is a training option, not part of the model: HR-FCN variants then recompute FCN-module
+    activations in the backward pass to save memory (the U-Nets ignore it).
     """
     _check(config)
     width = config.arch_kwargs.get("width", LITE_WIDTH)
@@ -68,7 +68,6 @@ def build_network(config: ModelConfig) -> nn.Module:
         return UNet3D(in_channels, width)
     if config.architecture == "unet2d":
         return UNet2D(in_channels, width)
-    checkpointing = bool(config.arch_kwargs.get("checkpointing", False))
     return HRFCN(in_channels, width, checkpointing=checkpointing, **VARIANTS[config.architecture])
 
 

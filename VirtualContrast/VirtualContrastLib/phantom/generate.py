@@ -18,16 +18,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import INTENDED_USE
+from ..cases import LAYOUTS
 from . import acquisition, anatomy, lesions, sequences, tissues
 
-#: Image keys of a case, and the BraTS-style file suffix each is written with.
-FILE_SUFFIXES = {"t1": "t1n", "t2": "t2w", "flair": "t2f", "adc": "adc", "t1c": "t1c", "seg": "seg",
-                 "brainmask": "brainmask"}
+#: Image keys of a case, and the file suffix each is written with: the "phantom" layout of :mod:`..cases`.
+FILE_SUFFIXES = {key: LAYOUTS["phantom"][role].lstrip("-") for key, role in
+                 {"t1": "t1", "t2": "t2", "flair": "flair", "adc": "adc", "t1c": "t1c", "seg": "labels", "brainmask": "mask"}.items()}
 
 #: ADC images are stored in 10^-6 mm^2/s (WM about 750), the usual integer scaling of scanner ADC maps.
 ADC_UNIT = 1e-6
 
-_GD_CLASSES = ("et", "blood", "choroid", "dura")
 _THICK = ("t2", "flair", "adc")
 
 

@@ -1,0 +1,232 @@
+"""The subtraction map that means enhancement, and per-lesion enhancement metrics.
+
+Subtraction map (the same function for a synthetic and a true CE-T1):
+
+1. The CE-T1 and the T1 are each clipped to their own 0.5/99.5 percentiles inside the brain and scaled
+   to [0, 1] (VC-Eval-1 step 2, :func:`VirtualContrastLib.metrics.percentile_normalize`).
+2. A straight line ``CE ≈ a + b·T1`` is fitted by least squares on the brain voxels, robustly: after
+   each fit the residuals' scale σ is taken as 1.4826 × their median absolute deviation over the whole
+   brain, voxels with a residual above +2 σ (enhancement) or below −3 σ are left out of the next fit,
+   until the kept set stops changing (at most 10 fits). Enhancing voxels are a minority of the brain,
+   so the line follows the brain that does not enhance.
+3. Map = CE − (a + b·T1) inside the brain, 0 outside: ≈ 0 in non-enhancing brain, positive where the
+   CE-T1 is brighter than the T1 predicts. Unit: a fraction of the CE-T1's brain intensity window.
+
+Enhancement metrics (per case; the true map is made from the true CE-T1 in the same way):
+
+- Enhancing lesions: connected components (26-connectivity) of the enhancing label of at least
+  :data:`MIN_BLOB_MM3` (100 mm³, i.e. 100 voxels at 1 mm). A lesion is **detected** when at least
+  :data:`DETECTION_FRACTION` of its voxels have a synthetic map above :data:`ENHANCEMENT_THRESHOLD`.
+  Lesion sensitivity = detected / lesions.
+- Enhancing blobs outside tumour: connected components (26-connectivity) of "synthetic map > threshold"
+  inside the brain, of at least 100 mm³, with no voxel within :data:`TUMOUR_MARGIN_MM` of a tumour
+  label (any label > 0); their number and total volume (ml), and the same on the true map
+  (``true_blobs``). Vessels, dura and choroid plexus enhance in real CE-T1 too, so a perfect prediction
+  has as many blobs as the truth. **False** enhancing blobs are those of them that the true map does not
+  confirm: fewer than :data:`DETECTION_FRACTION` of their voxels are above the threshold on the true map;
+  their number and total volume (ml).
+- PSNR and SSIM (data range 1) of the synthetic map against the true map inside the enhancing tumour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from .metrics import ENHANCING_LABEL, percentile_normalize, psnr, ssim_2d_slices, ssim_3d
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+
+#: Residual band (in robust σ) kept for the next fit: above +2 σ is taken as enhancement.
+FIT_BAND = (-3.0, 2.0)
+
+#: At most this many robust fits (the kept set usually stops changing after 3-6).
+MAX_FITS = 10
+
+#: Smallest enhancing lesion and false blob, in mm³: 100 voxels at BraTS's 1 mm.
+MIN_BLOB_MM3 = 100.0
+
+#: A lesion is detected (and a blob confirmed by the true map) when at least this fraction of its voxels
+#: lie above the threshold.
+DETECTION_FRACTION = 0.5
+
+#: Tumour labels are dilated by this distance before false blobs are looked for outside them.
+TUMOUR_MARGIN_MM = 5.0
+
+#: Subtraction-map value that separates enhancement from non-enhancing brain, fixed on training cases only:
+#: Youden's J (0.776) on the true maps of the 34 ``train`` rows of the BraTS 2018 set (../shared/realdata,
+#: splits.tsv; no val case): ``virtual-contrast-train prepare <extracted cases> --layout brats2018 --split train
+#: --no-register --modalities t1,t2,flair --out cache/train``, then ``virtual-contrast-train fit-threshold cache/train
+#: --out threshold.json``.
+ENHANCEMENT_THRESHOLD = 0.087
+
+#: The definitions above in one sentence, for tables and metrics files.
+DEFINITION = (
+    "subtraction map = CE-T1 minus its robust linear fit on the T1 inside the brain (both percentile-normalized), "
+    "for the prediction and for the true CE-T1; subtraction PSNR/SSIM: the prediction's map against the true map "
+    f"inside the enhancing tumour (data range 1); a lesion (26-connected enhancing-label component of >= {MIN_BLOB_MM3:g} mm³) "
+    f"is detected when >= {DETECTION_FRACTION:.0%} of its voxels have a map above T = {ENHANCEMENT_THRESHOLD:g}; "
+    f"blobs: 26-connected components of map > T in the brain of >= {MIN_BLOB_MM3:g} mm³ with no voxel within "
+    f"{TUMOUR_MARGIN_MM:g} mm of a tumour label (count and ml per case; true_blobs: the same on the true map); "
+    f"false blobs: those blobs with < {DETECTION_FRACTION:.0%} of their voxels above T on the true map."
+)
+
+#: Montages show subtraction maps in [-MAP_LIMIT, MAP_LIMIT] (fixed, so maps of different cases compare).
+MAP_LIMIT = 0.5
+
+#: Bin edges of the histograms ``fit_threshold`` pools over cases (map values are within [-1, 1]).
+THRESHOLD_BINS = np.linspace(-1.0, 1.0, 2001)
+
+
+def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Intercept and slope of ``y ≈ a + b x`` fitted with the trimming of the module docstring."""
+    keep = np.ones(x.shape, dtype=bool)
+    a, b = 0.0, 1.0
+    for _ in range(MAX_FITS):
+        if keep.sum() < 2 or np.ptp(x[keep]) == 0:
+            break
+        b, a = np.polyfit(x[keep], y[keep], 1)
+        residual = y - (a + b * x)
+        sigma = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        if sigma == 0.0:
+            break
+        kept = (residual >= FIT_BAND[0] * sigma) & (residual <= FIT_BAND[1] * sigma)
+        if np.array_equal(kept, keep):
+            break
+        keep = kept
+    return float(a), float(b)
+
+
+def subtraction_map(ce: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
+    """Enhancement map (float32, 0 outside the brain): CE-T1 minus its robust linear fit on the T1."""
+    brain = np.asarray(brain_mask, dtype=bool)
+    if np.shape(ce) != brain.shape or np.shape(t1) != brain.shape:
+        raise ValueError(f"CE-T1 {np.shape(ce)}, T1 {np.shape(t1)} and brain mask {brain.shape} differ in shape")
+    out = np.zeros(brain.shape, dtype=np.float32)
+    if not brain.any():
+        return out
+    y = percentile_normalize(ce, brain)[brain].astype(np.float64)
+    x = percentile_normalize(t1, brain)[brain].astype(np.float64)
+    a, b = _robust_line(x, y)
+    out[brain] = y - (a + b * x)
+    return out
+
+
+def _components(mask: np.ndarray, spacing: Sequence[float], min_mm3: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """26-connected components of ``mask``: label image, ids of those of at least ``min_mm3``, all voxel counts."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    return labels, np.flatnonzero(sizes * float(np.prod(spacing)) >= min_mm3), sizes
+
+
+def _blobs_outside_tumour(candidates: np.ndarray, near_tumour: np.ndarray, spacing: Sequence[float],
+                          confirm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts of the components of ``candidates`` (≥ 100 mm³) with no voxel near the tumour, and
+    whether ``confirm`` (when given) covers at least :data:`DETECTION_FRACTION` of each."""
+    labels, big, sizes = _components(candidates, spacing, MIN_BLOB_MM3)
+    touching = np.bincount(labels[near_tumour], minlength=sizes.size) > 0
+    blobs = big[~touching[big]]
+    if confirm is None:
+        return sizes[blobs], np.zeros(blobs.size, dtype=bool)
+    confirmed = np.bincount(labels[confirm], minlength=sizes.size)[blobs] >= DETECTION_FRACTION * sizes[blobs]
+    return sizes[blobs], confirmed
+
+
+def enhancement_metrics(
+    synthetic_map: np.ndarray,
+    true_map: np.ndarray,
+    seg: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    enhancing_label: int = ENHANCING_LABEL,
+    threshold: float = ENHANCEMENT_THRESHOLD,
+) -> dict[str, float]:
+    """Per-lesion detection, false enhancing blobs and map PSNR/SSIM in enhancing tumour (module docstring).
+
+    ``spacing`` is the voxel size in mm along the array axes (z, y, x).
+    """
+    brain = np.asarray(brain_mask, dtype=bool)
+    seg = np.asarray(seg)
+    enhancing = (seg == enhancing_label) & brain
+    above = (np.asarray(synthetic_map) > threshold) & brain
+    labels, lesions, sizes = _components(enhancing, spacing, MIN_BLOB_MM3)
+    fraction_above = np.bincount(labels[above], minlength=sizes.size)[lesions] / np.maximum(sizes[lesions], 1)
+    detected = int(np.count_nonzero(fraction_above >= DETECTION_FRACTION))
+    near = near_tumour(seg > 0, spacing)
+    true_above = (np.asarray(true_map) > threshold) & brain
+    blobs, confirmed = _blobs_outside_tumour(above, near, spacing, true_above)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return {
+        "lesions": int(lesions.size),
+        "lesions_detected": detected,
+        "lesion_sensitivity": detected / lesions.size if lesions.size else math.nan,
+        "blobs": int(blobs.size),
+        "blob_ml": float(blobs.sum()) * voxel_ml,
+        "true_blobs": int(_blobs_outside_tumour(true_above, near, spacing)[0].size),
+        "false_blobs": int(np.count_nonzero(~confirmed)),
+        "false_blob_ml": float(blobs[~confirmed].sum()) * voxel_ml,
+        "subtraction_psnr": psnr(synthetic_map, true_map, enhancing),
+        "subtraction_ssim_2d": ssim_2d_slices(synthetic_map, true_map, enhancing),
+        "subtraction_ssim_3d": ssim_3d(synthetic_map, true_map, enhancing),
+    }
+
+
+def near_tumour(tumour: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Tumour voxels and every voxel within :data:`TUMOUR_MARGIN_MM` of one."""
+    tumour = np.asarray(tumour, dtype=bool)
+    if not tumour.any():
+        return tumour
+    return ndimage.distance_transform_edt(~tumour, sampling=spacing) <= TUMOUR_MARGIN_MM
+
+
+def threshold_histograms(
+    true_map: np.ndarray,
+    seg: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    enhancing_label: int = ENHANCING_LABEL,
+) -> np.ndarray:
+    """Normalized histograms (2, bins) of a true map: enhancing-label voxels, and brain away from the tumour.
+
+    The brain class leaves out the tumour dilated by :data:`TUMOUR_MARGIN_MM`, as blobs do; a
+    class with no voxel gives a row of zeros (and is not counted by :func:`youden_threshold`).
+    """
+    brain = np.asarray(brain_mask, dtype=bool)
+    seg = np.asarray(seg)
+    classes = ((seg == enhancing_label) & brain, brain & ~near_tumour(seg > 0, spacing))
+    rows = []
+    for region in classes:
+        counts = np.histogram(np.clip(np.asarray(true_map)[region], THRESHOLD_BINS[0], THRESHOLD_BINS[-1]), THRESHOLD_BINS)[0]
+        rows.append(counts / counts.sum() if counts.sum() else counts.astype(np.float64))
+    return np.stack(rows)
+
+
+def youden_threshold(histograms: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Threshold maximizing Youden's J (sensitivity + specificity − 1) over cases, each case weighing the same.
+
+    ``histograms`` are :func:`threshold_histograms` of the cases; returns (threshold, J).
+    """
+    stack = np.asarray(histograms, dtype=np.float64)
+    present = stack.sum(axis=2) > 0
+    if not present[:, 0].any() or not present[:, 1].any():
+        raise ValueError("fitting a threshold needs cases with enhancing tumour and with brain away from the tumour")
+    pooled = [stack[present[:, k], k].mean(axis=0) for k in (0, 1)]
+    # Fraction of each class strictly above each inner bin edge.
+    above = [1.0 - np.cumsum(hist)[:-1] for hist in pooled]
+    youden = above[0] - above[1]
+    best = int(np.argmax(youden))
+    return float(THRESHOLD_BINS[best + 1]), float(youden[best])
+
+
+def show_map(ax: "matplotlib.axes.Axes", map_slice: np.ndarray, brain_slice: np.ndarray) -> None:
+    """Draw a subtraction-map slice: white (neutral) where nothing enhances, red enhancing, blue darker; black outside the brain."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="black")
+    ax.imshow(np.ma.masked_where(~np.asarray(brain_slice, dtype=bool), map_slice), cmap=cmap, vmin=-MAP_LIMIT, vmax=MAP_LIMIT)
