@@ -408,7 +408,7 @@ def test_impossible_runs_are_refused_with_the_reason(model, given, policy, fragm
     assert not plan.possible and fragment in plan.problem
 
 
-def test_a_checkpoint_is_read_once_per_file_version(tinyCheckpoint, tmp_path, monkeypatch):
+def test_a_checkpoint_is_read_once_per_file_version(tiny_t1_t2_checkpoint, tmp_path, monkeypatch):
     import VirtualContrastLib.checkpoints as checkpoints
 
     reads = []
@@ -416,11 +416,11 @@ def test_a_checkpoint_is_read_once_per_file_version(tinyCheckpoint, tmp_path, mo
     monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path, *a, **k: reads.append(path) or original(path, *a, **k))
     catalog = ModelCatalog()
     for _ in range(5):  # slider ticks and other panel updates
-        assert catalog.inputs(str(tinyCheckpoint)) == ["t1", "t2"]
-        assert catalog.plan(str(tinyCheckpoint), ["t1", "t2"], "error").possible
+        assert catalog.inputs(str(tiny_t1_t2_checkpoint)) == ["t1", "t2"]
+        assert catalog.plan(str(tiny_t1_t2_checkpoint), ["t1", "t2"], "error").possible
     assert len(reads) == 1
     copy = tmp_path / "copy.pt"
-    copy.write_bytes(tinyCheckpoint.read_bytes())
+    copy.write_bytes(tiny_t1_t2_checkpoint.read_bytes())
     catalog.inputs(str(copy))
     assert len(reads) == 2
     broken = tmp_path / "broken.pt"
@@ -476,8 +476,8 @@ def test_cancel_returns_at_once_and_still_ends_a_child_that_ignores_sigterm():
     assert process._process.poll() is not None
 
 
-def test_in_process_run_predicts_a_missing_input_with_the_auxiliary_model(scene, tinyCheckpoint):
+def test_in_process_run_predicts_a_missing_input_with_the_auxiliary_model(scene, tiny_t1_t2_checkpoint):
     t1 = _volume(scene, "case_T1", _head((18, 30, 26)), _ijkToRas((1.0, 1.0, 2.0), degrees=10))
-    result = SynthesisLogic(scene).process(t1, model=str(tinyCheckpoint), device="cpu", missingPolicy="auxiliary")
+    result = SynthesisLogic(scene).process(t1, model=str(tiny_t1_t2_checkpoint), device="cpu", missingPolicy="auxiliary")
     assert any("T2 was not given" in note and "auxiliary" in note for note in result.notes), result.notes
     assert result.synthetic.GetImageData().GetDimensions() == t1.GetImageData().GetDimensions()

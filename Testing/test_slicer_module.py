@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer  # slicer-core is a test dependency: fail, do not skip, when absent
-from test_slicer_logic import tinyCheckpoint  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "VirtualContrast"
@@ -212,11 +211,11 @@ def test_every_parameter_is_written_and_read_back(release, scene):
         parameterNode.device = "abacus"
 
 
-def test_the_logic_runs_from_the_parameter_node(release, scene, tinyCheckpoint):
+def test_the_logic_runs_from_the_parameter_node(release, scene, tiny_t1_t2_checkpoint):
     logic = release.module.VirtualContrastLogic()
     parameterNode = logic.getParameterNode()
     parameterNode.t1, parameterNode.t2 = _volume("case_T1"), _volume("case_T2")
-    parameterNode.model = str(tinyCheckpoint)
+    parameterNode.model = str(tiny_t1_t2_checkpoint)
     parameterNode.device = "cpu"
     request = logic.requestFromParameters(parameterNode)
     result = logic.runInProcess(request.inputNodes, request.maskNode, request.settings, request.outputs)
