@@ -152,3 +152,9 @@ def test_slicer_installed_layout_models_folder_is_found(tmp_path):
     code = "import VirtualContrastLib.registry as r; print(r.models_dir()); print([e.name for e in r.list_models()])"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [str(installed / "Resources" / "Models"), "['installed']"]
+
+
+def test_a_model_trained_on_real_scans_wins_a_tie_with_a_phantom_one(bundled_models) -> None:
+    bundled_models([{"name": "phantom-flair", "inputs": ["t1", "t2", "flair"]},
+                    {"name": "real-flair", "inputs": ["t1", "t2", "flair"], "training_data": "brats2018"}])
+    assert default_model_for(["t1", "t2", "flair"]).name == "real-flair"

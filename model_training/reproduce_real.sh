@@ -36,11 +36,11 @@ fi
 if [[ $steps == *" evaluate "* ]]; then
   # The 8 val cases (the set the checkpoint was selected on), against the phantom-trained model it started from.
   virtual-contrast-train evaluate "$run/best.pt" vc-hrfcn16-t1-t2-flair --labels "BraTS-trained,phantom-trained" \
-    --data "$work/cache/val" --table III --out "$results/val" --device cpu
+    --data "$work/cache/val" --table E --out "$results/val_E" --device cpu
 fi
 
 if [[ $steps == *" bundle "* ]]; then
   virtual-contrast-train bundle "$run" --name vc-hrfcn16-t1-t2-flair-brats18 --training-data brats2018 \
-    --evaluation "$results/val/table_III.md" \
+    --evaluation "$results/val_E/table_E.md" \
     --description "Default model for T1 + T2 + FLAIR: 3D HR-FCN (width 16, 3.4 M parameters) fine-tuned from the phantom-trained vc-hrfcn16-t1-t2-flair on the 34 real BraTS 2018 training cases of shared/realdata, selected on its 8 val cases by the mean of brain and enhancing-tumour PSNR; local loss on the labelled tumour core, half of the slabs on enhancing tumour, two-stage schedule; trained on 2 CPU cores. Research use only. CPU time: median of 3 virtual-contrast bench runs."
 fi
