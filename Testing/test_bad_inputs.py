@@ -152,7 +152,13 @@ def test_outputs_are_written_all_or_none(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _finer_t1(workspace: Path) -> None:
+    """The workspace T1 at four times the resolution (same field of view): outputs far larger than the limits below."""
+    sitk.WriteImage(head(shape=(56, 96, 80), spacing=(0.5, 0.5, 0.875)), str(workspace / "t1.nii.gz"))
+
+
 def test_cli_on_a_full_disk_exits_2_and_leaves_nothing(workspace, capsys):
+    _finer_t1(workspace)
     with file_size_limit(2048):
         code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/result.nii.gz",
                      "--subtraction", "out/sub.nii.gz", "--device", "cpu", "--precision", "fp32", "--quiet"])
@@ -172,6 +178,7 @@ def test_cli_on_a_real_full_tmpfs_exits_2_and_leaves_nothing(workspace, capsys):
     disk.mkdir()
     if not _mount_tmpfs(disk, "8k"):
         pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers full disks")
+    _finer_t1(workspace)
     try:
         code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", f"{disk}/result.nii.gz",
                      "--subtraction", f"{disk}/sub.nii.gz", "--device", "cpu", "--precision", "fp32", "--quiet"])
