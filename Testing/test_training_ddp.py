@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 from model_training.settings import load_config
 from model_training.train import Trainer
+from VirtualContrastLib.config import DEFAULT_NORMALIZATION
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,8 @@ def _write_cache(folder: Path) -> None:
         arrays = {f"norm_{m}": (rng.uniform(0, 1, mask.shape) * mask).astype(np.float16) for m in ("t1", "t2", "adc", "t1c")}
         np.savez_compressed(folder / f"c{number}.npz", mask=mask, **arrays)
         entries.append({"case": f"c{number}"})
-    (folder / "index.json").write_text(json.dumps({"prepared": entries, "skipped": []}), encoding="utf-8")
+    index = {"prepared": entries, "skipped": [], "options": {"normalization": DEFAULT_NORMALIZATION}}
+    (folder / "index.json").write_text(json.dumps(index), encoding="utf-8")
 
 
 def _worker(rank: int, port: int, cache: str, out: str) -> None:
