@@ -547,15 +547,21 @@ def test_every_choice_has_words_for_the_panel(release):
         assert all(label and label != value for value, label in zip(allowed, choices.labels(parameter, tuple(allowed))))
 
 
-def test_the_phantom_sample_is_registered_and_fetched_by_slicers_own_sample_data(release, scene, tmp_path):
+def test_the_phantom_sample_is_registered_and_fetched_by_slicers_own_sample_data(release, scene, tmp_path, monkeypatch):
     cacheManager = slicer.vtkCacheManager()  # the application gives its scene one; a plain scene has none
     scene.SetCacheManager(cacheManager)
     cacheManager.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    sample = release.module.sample
+    folder = tmp_path / "generated"
+    monkeypatch.setattr(sample, "sampleFolder", lambda: folder)
     release.module.registerSampleData()
     logic = release.SampleData.SampleDataLogic()
     source = logic.sourceForSampleName("VirtualContrastPhantom")
-    assert source is not None and source.customDownloader is None
-    # the copy into Slicer's cache is Sample Data's own code (urllib on file:// addresses, SHA-256 checked)
+    # the GUI button runs the custom downloader, which generates the case first (no image ships with the extension)
+    assert source is not None and source.customDownloader is not None
+    generated = sample.generateSampleFiles(folder)
+    assert sample.generateSampleFiles(folder) == generated  # generated once, then reused
+    # the copy into Slicer's cache is Sample Data's own code (urllib on file:// addresses)
     paths = logic.downloadSourceIntoCache(source)
     assert [Path(p).parent for p in paths] == [tmp_path / "cache"] * 6
     from VirtualContrastSlicerLib import inputs

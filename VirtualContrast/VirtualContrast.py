@@ -106,7 +106,7 @@ def helpText() -> str:
 
 
 #
-# Sample data: the bundled phantom case, loaded by Slicer's own Sample Data code
+# Sample data: the phantom case, generated on the spot and loaded by Slicer's own Sample Data code
 #
 
 
@@ -116,14 +116,19 @@ def registerSampleData() -> None:
 
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         thumbnailFileName=moduleResourcePath("Icons/VirtualContrast.png"),
-        **sample.sampleSource(Path(moduleResourcePath("SampleData"))),
+        customDownloader=lambda source: loadPhantomSample(),
+        **sample.sampleSource(sample.sampleFolder()),
     )
 
 
 def loadPhantomSample() -> dict:
-    """Load the phantom case as Sample Data does (works from scripts too); return its nodes by key (``t1``, ..., ``t1c``)."""
+    """Generate the phantom case if needed, load it as Sample Data does (scripts too); return its nodes by key (``t1``, ..., ``t1c``)."""
     import SampleData
 
+    missing = dependencies.missingRequirements(dependencies.SAMPLE_REQUIREMENTS)
+    if missing:
+        VirtualContrastLogic._installPackages(missing, askConfirmation=True)
+    sample.generateSampleFiles(sample.sampleFolder())
     if SampleData.SampleDataLogic().sourceForSampleName(sample.SAMPLE_NAME) is None:
         registerSampleData()
     nodes = SampleData.SampleDataLogic().downloadSamples(sample.SAMPLE_NAME)
@@ -513,7 +518,7 @@ class VirtualContrastLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
     @staticmethod
     def _installPackages(requirements: list, askConfirmation: bool) -> None:
         declined = dependencies.InstallDeclined(
-            _("Synthesis needs {packages}; their installation was declined.").format(packages=", ".join(requirements)))
+            _("VirtualContrast needs {packages}; their installation was declined.").format(packages=", ".join(requirements)))
         constraints = dependencies.writeTorchConstraints(Path(slicer.util.tempDirectory("VirtualContrast")))
         try:
             from slicer.packaging import pip_ensure  # Slicer 5.10 and later

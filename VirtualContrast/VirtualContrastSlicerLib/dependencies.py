@@ -15,9 +15,11 @@ from pathlib import Path
 
 from VirtualContrastLib.errors import VirtualContrastError
 
-#: What synthesis imports beyond Slicer's bundled packages (numpy, SimpleITK) and torch. The sample
-#: data needs nothing: it is bundled as files.
+#: What synthesis imports beyond Slicer's bundled packages (numpy, SimpleITK) and torch.
 SYNTHESIS_REQUIREMENTS = ("monai>=1.4", "tqdm>=4.60")
+
+#: What generating the phantom sample needs (nilearn ships the MNI template and brings nibabel).
+SAMPLE_REQUIREMENTS = ("nilearn>=0.10",)
 
 TORCH_REQUIREMENT = ">=2.4"
 

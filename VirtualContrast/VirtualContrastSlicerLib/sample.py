@@ -1,15 +1,17 @@
-"""The phantom case offered in the Sample Data module: bundled files, loaded like any other sample.
+"""The phantom case offered in the Sample Data module: generated on the spot, then loaded like any other sample.
 
-The case (the demo's phantom, seed ``DEMO_SEED``, 2 mm) is bundled as small NRRD files in
-``Resources/SampleData`` and registered with ``file://`` addresses, so Slicer's own Sample Data code
-copies and loads it: from the GUI and from scripts (``SampleData.downloadSample``), in about a second,
-with no phantom packages (nibabel, nilearn) and no generation in the GUI thread. The phantom's true
-CE-T1 is loaded as well, to compare the synthetic image with.
+No image ships with the extension. The first time the sample is asked for, the demo's phantom (seed
+``DEMO_SEED``) is generated at 2 mm with the engine's own generator (a few seconds; it needs nilearn for
+the MNI template, installed with the user's confirmation) and written as NRRD files into a folder of the
+temporary directory. The source registered with Slicer's Sample Data points at those files (``file://``
+addresses), so Slicer's own Sample Data code loads them, from the GUI (its custom downloader generates
+first) and from scripts (``VirtualContrast.loadPhantomSample()``). The phantom's true CE-T1 is loaded as
+well, to compare the synthetic image with.
 """
 
 from __future__ import annotations
 
-import hashlib
+import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -17,7 +19,7 @@ import SimpleITK as sitk
 CATEGORY = "VirtualContrast"
 SAMPLE_NAME = "VirtualContrastPhantom"
 
-#: phantom image key -> (bundled file, node name). The node names are what input auto-assignment matches.
+#: phantom image key -> (file, node name). The node names are what input auto-assignment matches.
 SAMPLE_FILES: dict[str, tuple[str, str]] = {
     "t1": ("VirtualContrastPhantom-T1.nrrd", "Phantom_T1"),
     "t2": ("VirtualContrastPhantom-T2.nrrd", "Phantom_T2"),
@@ -30,13 +32,13 @@ SAMPLE_FILES: dict[str, tuple[str, str]] = {
 SAMPLE_SPACING_MM = 2.0
 
 
-def sha256(path: Path) -> str:
-    """SHA-256 of a file, as Sample Data checks it (``SHA256:<hex>``)."""
-    return "SHA256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def sampleFolder() -> Path:
+    """Where the generated sample files live (the same case every time, so one copy serves all sessions)."""
+    return Path(tempfile.gettempdir()) / f"VirtualContrastPhantom-{SAMPLE_SPACING_MM:g}mm"
 
 
 def sampleSource(folder: Path) -> dict:
-    """Keyword arguments of ``SampleDataLogic.registerCustomSampleDataSource`` for the bundled files in ``folder``."""
+    """Keyword arguments of ``SampleDataLogic.registerCustomSampleDataSource`` for the sample files in ``folder``."""
     paths = [Path(folder) / fileName for fileName, _ in SAMPLE_FILES.values()]
     return {
         "category": CATEGORY,
@@ -44,19 +46,32 @@ def sampleSource(folder: Path) -> dict:
         "uris": [path.resolve().as_uri() for path in paths],
         "fileNames": [path.name for path in paths],
         "nodeNames": [nodeName for _, nodeName in SAMPLE_FILES.values()],
-        # a changed bundled file replaces a stale copy in Slicer's cache
-        "checksums": [sha256(path) for path in paths],
         "loadFileTypes": ["VolumeFile"] * len(paths),
     }
 
 
+def generateSampleFiles(folder: Path) -> list[Path]:
+    """Generate the phantom case into ``folder`` unless all its files are there already; returns the files."""
+    paths = [Path(folder) / fileName for fileName, _ in SAMPLE_FILES.values()]
+    if all(path.is_file() for path in paths):
+        return paths
+    from VirtualContrastLib import DEMO_SEED
+    from VirtualContrastLib.phantom import generate_case
+
+    case = generate_case(DEMO_SEED, spacing=SAMPLE_SPACING_MM)
+    return writeSampleFiles({**case.images, "brainmask": case.brain_mask}, Path(folder))
+
+
 def writeSampleFiles(images: dict[str, sitk.Image], folder: Path) -> list[Path]:
-    """Write a phantom case's images (``t1``, ..., ``t1c``, ``brainmask``) as the bundled sample files."""
+    """Write a phantom case's images (``t1``, ..., ``t1c``, ``brainmask``) as the sample files, each whole or not at all."""
+    from VirtualContrastLib.fileutil import atomic_write
+
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for key, (fileName, _) in SAMPLE_FILES.items():
         image = sitk.Image(images[key])
         image.SetMetaData("ITK_FileNotes", "VirtualContrast phantom: SYNTHETIC, research use only")
-        sitk.WriteImage(image, str(folder / fileName), useCompression=True)
+        with atomic_write(folder / fileName, suffix=".nrrd") as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
         written.append(folder / fileName)
     return written
