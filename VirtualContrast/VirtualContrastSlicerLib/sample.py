@@ -37,9 +37,14 @@ def sampleFolder() -> Path:
     return Path(tempfile.gettempdir()) / f"VirtualContrastPhantom-{SAMPLE_SPACING_MM:g}mm"
 
 
+def samplePaths(folder: Path) -> list[Path]:
+    """The sample's files in ``folder``, in the order of :data:`SAMPLE_FILES`."""
+    return [Path(folder) / fileName for fileName, _ in SAMPLE_FILES.values()]
+
+
 def sampleSource(folder: Path) -> dict:
     """Keyword arguments of ``SampleDataLogic.registerCustomSampleDataSource`` for the sample files in ``folder``."""
-    paths = [Path(folder) / fileName for fileName, _ in SAMPLE_FILES.values()]
+    paths = samplePaths(folder)
     return {
         "category": CATEGORY,
         "sampleName": SAMPLE_NAME,
@@ -52,7 +57,7 @@ def sampleSource(folder: Path) -> dict:
 
 def generateSampleFiles(folder: Path) -> list[Path]:
     """Generate the phantom case into ``folder`` unless all its files are there already; returns the files."""
-    paths = [Path(folder) / fileName for fileName, _ in SAMPLE_FILES.values()]
+    paths = samplePaths(folder)
     if all(path.is_file() for path in paths):
         return paths
     from VirtualContrastLib import DEMO_SEED
