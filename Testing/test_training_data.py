@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from model_training.__main__ import main as train_main
-from model_training.datasets import list_cases, read_manifest
+from model_training.datasets import list_cases
 from model_training.prepare import PrepareOptions, load_case, prepare_dataset
 from model_training.sampling import SamplingOptions, SlabDataset
 from model_training.settings import load_config
@@ -106,10 +106,14 @@ def test_csv_manifest(tmp_path: Path) -> None:
     assert set(cases[0].images) == {"t1", "t2", "t1c"} and cases[0].labels.name == "P1_seg.nii.gz"
     manifest.write_text("case_id,t1,t1c\nP1,data/P1/P1_t1.nii.gz,data/P1/missing.nii.gz\n", encoding="utf-8")
     with pytest.raises(InputError, match="file not found"):
-        read_manifest(manifest)
-    manifest.write_text("case_id,t1,t1c,dwi\n", encoding="utf-8")
-    with pytest.raises(InputError, match="unknown columns"):
-        read_manifest(manifest)
+        list_cases(manifest)
+    manifest.write_text("case_id,t1,t1c,dwi\nP1,data/P1/P1_t1.nii.gz,data/P1/P1_t1ce.nii.gz,dwi.nii.gz\n", encoding="utf-8")
+    with pytest.raises(InputError, match="unknown columns dwi"):
+        list_cases(manifest)
+    # Training needs the target: a synthesis manifest (no t1c column) is refused with what is missing.
+    manifest.write_text("case_id,t1\nP1,data/P1/P1_t1.nii.gz\n", encoding="utf-8")
+    with pytest.raises(InputError, match="at least case_id,t1,t1c"):
+        list_cases(manifest)
 
 
 def test_prepare_normalizes_on_target_grid_and_remaps_labels(tmp_path: Path) -> None:

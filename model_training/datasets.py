@@ -2,62 +2,21 @@
 
 Case folders, their layouts (:data:`VirtualContrastLib.cases.LAYOUTS`: phantom, BraTS 2018/2021/2023,
 UCSF-PDGM) and image extensions are the engine's (:mod:`VirtualContrastLib.cases`), shared with
-``virtual-contrast batch`` and the phantom writer. A generic CSV manifest (:func:`read_manifest`)
-covers everything else: one row per case, a ``case_id`` column, one column per modality (``t1``,
-``t2``, ``adc``, ``flair``, ``t1c``) and optional ``mask`` and ``labels`` columns; relative paths are
-relative to the CSV file.
+``virtual-contrast batch`` and the phantom writer. A generic CSV manifest
+(:func:`VirtualContrastLib.cases.read_manifest`, the one ``batch`` reads) covers everything else: one
+row per case, a ``case_id`` column, one column per modality (``t1``, ``t2``, ``adc``, ``flair``,
+``t1c``) and optional ``mask`` and ``labels`` columns; relative paths are relative to the CSV file.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from VirtualContrastLib.cases import IMAGE_ROLES, CaseFiles, case_folders, detect_layout, read_case_folder
+from VirtualContrastLib.cases import CaseFiles, case_folders, detect_layout, read_case_folder, read_manifest
 from VirtualContrastLib.errors import InputError
 
 #: Optional table of fixed splits in a dataset folder: ``case<TAB>split[<TAB>cohort]`` per line.
 SPLITS_FILE = "splits.tsv"
-
-
-def read_manifest(csv_path: str | Path) -> list[CaseFiles]:
-    """Read a CSV manifest (``case_id``, modality columns, optional ``mask``/``labels``)."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InputError(f"manifest not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
-        rows = list(reader)
-    if "case_id" not in columns:
-        raise InputError(f"{csv_path.name}: a manifest needs a header with a 'case_id' column")
-    unknown = columns - {"case_id", "mask", "labels", *IMAGE_ROLES}
-    if unknown:
-        raise InputError(f"{csv_path.name}: unknown columns {sorted(unknown)}; allowed: case_id, {', '.join(IMAGE_ROLES)}, mask, labels")
-    if not rows:
-        raise InputError(f"{csv_path.name}: the manifest lists no cases")
-
-    def resolve(value: str | None) -> Path | None:
-        if not value or not value.strip():
-            return None
-        path = Path(value.strip())
-        return path if path.is_absolute() else csv_path.parent / path
-
-    cases = []
-    for row in rows:
-        images = {role: resolve(row.get(role)) for role in IMAGE_ROLES}
-        cases.append(CaseFiles(
-            row["case_id"],
-            {role: path for role, path in images.items() if path is not None},
-            mask=resolve(row.get("mask")),
-            labels=resolve(row.get("labels")),
-            info={"layout": "csv", "manifest": str(csv_path)},
-        ))
-    for case in cases:
-        for path in [*case.images.values(), case.mask, case.labels]:
-            if path is not None and not path.exists():
-                raise InputError(f"{csv_path.name}: case {case.case_id}: file not found: {path}")
-    return cases
 
 
 def read_splits(root: str | Path) -> dict[str, tuple[str, str]]:
@@ -86,7 +45,7 @@ def list_cases(source: str | Path, layout: str = "auto", split: str | None = Non
     if layout == "csv" or source.suffix.lower() == ".csv":
         if split is not None:
             raise InputError("--split works on a dataset folder with a splits.tsv, not on a CSV manifest")
-        return read_manifest(source)
+        return read_manifest(source, required=("t1", "t1c"), must_exist=True)
     if layout == "auto":
         layout = detect_layout(source)
     cases = [read_case_folder(folder, layout) for folder in case_folders(source)]

@@ -322,40 +322,25 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:
 def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray], inputs: Sequence[str], path: Path) -> None:
     """Fig. 4-style row on one axial slice: inputs, ground truth, each model, |last model − ground truth|, and
     the true and the last model's subtraction maps side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from VirtualContrastLib.enhancement import show_map, subtraction_map
+    from VirtualContrastLib.enhancement import subtraction_map
     from VirtualContrastLib.metrics import percentile_normalize
+    from VirtualContrastLib.montage import Panel
+    from VirtualContrastLib.montage import write_montage as write_panels
 
     brain = case["mask"] > 0
     enhancing = regions_of(case).get(ENHANCING, brain)
     counts = enhancing.reshape(enhancing.shape[0], -1).sum(axis=1)
     z = int(np.argmax(counts)) if counts.any() else brain.shape[0] // 2
     show = lambda array: percentile_normalize(array, brain)[z]  # noqa: E731
-    panels = [(m.upper(), show(case[f"raw_{m}"])) for m in inputs if f"raw_{m}" in case]
+    # Cached arrays are LPS (rows run anterior -> posterior): anterior is already up.
+    panels = [Panel(m.upper(), show(case[f"raw_{m}"])) for m in inputs if f"raw_{m}" in case]
     truth = show(case["raw_t1c"])
-    panels.append(("ground truth", truth))
-    panels += [(name, show(pred)) for name, pred in predictions.items()]
+    panels.append(Panel("ground truth", truth))
+    panels += [Panel(name, show(pred)) for name, pred in predictions.items()]
     last = list(predictions)[-1]
-    panels.append((f"|{last} − GT|", np.abs(show(predictions[last]) - truth)))
-    maps = [("enhancement, true", true_subtraction(case)[z]),
-            (f"enhancement, {last}", subtraction_map(predictions[last], case["raw_t1"], brain)[z])]
-    fig, axes = plt.subplots(1, len(panels) + len(maps), figsize=(2.2 * (len(panels) + len(maps)), 2.6))
-    axes = np.atleast_1d(axes)
-    for ax, (title, image) in zip(axes, panels):
-        # Cached arrays are LPS (rows run anterior -> posterior): anterior is already up.
-        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=8)
-    for ax, (title, image) in zip(axes[len(panels):], maps):
-        show_map(ax, image, brain[z])
-        ax.set_title(title, fontsize=8)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(f"SYNTHETIC images (research use only): case {case.get('case_id', '')}, slice {z}; "
-                 "enhancement maps: white = none, red = enhancing", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels.append(Panel(f"|{last} − GT|", np.abs(show(predictions[last]) - truth)))
+    panels += [Panel("enhancement, true", true_subtraction(case)[z], kind="map", brain=brain[z]),
+               Panel(f"enhancement, {last}", subtraction_map(predictions[last], case["raw_t1"], brain)[z], kind="map", brain=brain[z])]
+    write_panels([panels], path, panel_size=(2.2, 2.3), title=(
+        f"SYNTHETIC images (research use only): case {case.get('case_id', '')}, slice {z}; "
+        "enhancement maps: white = none, red = enhancing"))

@@ -35,8 +35,9 @@ fi
 
 if [[ $steps == *" evaluate "* ]]; then
   # The 8 val cases (the set the checkpoint was selected on), against the phantom-trained model it started from.
+  # No montage in the repository: images of real scans stay out of it (shared/realdata terms).
   virtual-contrast-train evaluate "$run/best.pt" vc-hrfcn16-t1-t2-flair --labels "BraTS-trained,phantom-trained" \
-    --data "$work/cache/val" --table E --out "$results/val_E" --device cpu
+    --data "$work/cache/val" --table E --out "$results/val_E" --device cpu --no-montage
 fi
 
 if [[ $steps == *" bundle "* ]]; then

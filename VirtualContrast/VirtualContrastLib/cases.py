@@ -26,6 +26,9 @@ labels of BraTS 2018–2021 and UCSF-PDGM (4 = enhancing) are rewritten to the B
 
 from __future__ import annotations
 
+import csv
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,13 @@ LAYOUTS: dict[str, dict[str, str]] = {
         "mask": "_brain_segmentation", "labels": "_tumor_segmentation",
     },
 }
+
+#: A case id becomes a folder and file names under an output folder: a word character first (no hidden
+#: names, no "..") and no path separators or characters some file systems refuse.
+CASE_ID_PATTERN = re.compile(r"\w[\w .+-]{0,99}")
+
+#: Columns of a CSV manifest besides ``case_id`` and the image roles.
+MANIFEST_EXTRAS = ("mask", "labels")
 
 #: Label values rewritten to the BraTS 2023 convention (3 = enhancing tumour) when preparing.
 LABEL_MAPS: dict[str, dict[int, int]] = {"brats2018": {4: 3}, "brats2021": {4: 3}, "ucsf_pdgm": {4: 3}}
@@ -121,3 +131,59 @@ def case_folders(root: str | Path) -> list[Path]:
     if not folders:
         raise InputError(f"no case folders in {root}")
     return folders
+
+
+def read_manifest(manifest: str | Path, roles: Sequence[str] = (*IMAGE_ROLES, *MANIFEST_EXTRAS), required: Sequence[str] = ("t1",),
+                  must_exist: bool = False) -> list[CaseFiles]:
+    """The cases of a CSV manifest: a ``case_id`` column and one column per role; relative paths are from its folder.
+
+    ``roles`` are the columns this front end accepts (synthesis: the inputs and ``mask``; training also
+    ``t1c`` and ``labels``); header names are case-insensitive and a spreadsheet's byte-order mark is
+    accepted. Case ids must be usable as folder names and distinct ignoring case; ``must_exist``
+    checks every listed file up front (training), otherwise each case's reader reports its own.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise InputError(f"manifest not found: {manifest}")
+    try:
+        # utf-8-sig: spreadsheet programs (Excel) start a CSV with a byte-order mark.
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"cannot read manifest {manifest.name}: {error}") from None
+    known = ("case_id", *roles)
+    columns = [name for name in reader.fieldnames if name]
+    if not rows or not {"case_id", *required} <= set(columns):
+        raise InputError(f"manifest {manifest.name} needs a header with at least {','.join(('case_id', *required))} and one row "
+                         f"per case (columns: {','.join(known)})")
+    unknown = [name for name in columns if name not in known]
+    if unknown:
+        raise InputError(f"manifest {manifest.name} has unknown columns {','.join(unknown)}; known: {','.join(known)}")
+    cases = []
+    for number, row in enumerate(rows, start=1):
+        paths = {k: manifest.parent / v.strip() for k, v in row.items() if k in roles and v and v.strip()}
+        case_id = (row.get("case_id") or "").strip() or f"row{number}"
+        if not CASE_ID_PATTERN.fullmatch(case_id):
+            raise InputError(
+                f"manifest {manifest.name} row {number}: case id {case_id!r} cannot be a folder name (up to 100 letters, digits, "
+                "spaces and . _ + -, starting with a letter or digit; no path separators)"
+            )
+        mask, labels = paths.pop("mask", None), paths.pop("labels", None)
+        cases.append(CaseFiles(case_id, paths, mask=mask, labels=labels, info={"layout": "csv", "manifest": str(manifest)}))
+    first: dict[str, str] = {}
+    clashes = []
+    for case in cases:
+        if case.case_id.casefold() in first:
+            clashes.append(f"{first[case.case_id.casefold()]!r} and {case.case_id!r}")
+        first.setdefault(case.case_id.casefold(), case.case_id)
+    if clashes:
+        raise InputError(f"manifest {manifest.name} repeats case ids (ignoring case, as some file systems do): {', '.join(clashes)}; "
+                         "each case needs its own id")
+    if must_exist:
+        for case in cases:
+            for path in [*case.images.values(), case.mask, case.labels]:
+                if path is not None and not path.exists():
+                    raise InputError(f"manifest {manifest.name}: case {case.case_id}: file not found: {path}")
+    return cases

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import DEMO_SEED, INTENDED_USE
+from .montage import Panel, grey_window, write_montage
 from .options import DEVICE_HELP
 
 #: Phantom options the demo asks for: clinical-like thick slices for T2, ADC and FLAIR.
@@ -37,36 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    values = array[mask] if mask.any() else array.ravel()
-    low, high = np.percentile(values, [0.5, 99.5])
-    return float(low), float(high) if high > low else float(low) + 1.0
-
-
-def write_montage(panels: dict[str, np.ndarray], maps: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray, path: Path) -> Path:
-    """PNG of one axial slice (through the most tumour): grey ``panels``, then the subtraction ``maps`` side by side."""
-    from matplotlib.figure import Figure
-
-    from .enhancement import show_map
-
+def montage_rows(panels: dict[str, np.ndarray], maps: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray) -> tuple[int, list[Panel]]:
+    """The axial slice through the most tumour and its panels: grey ``panels``, then the subtraction ``maps``."""
     index = int(np.argmax((seg > 0).sum(axis=(1, 2)))) if seg.any() else mask.shape[0] // 2
-    count = len(panels) + len(maps)
-    figure = Figure(figsize=(3 * count, 3.4), dpi=100)
-    axes = figure.subplots(1, count)
-    for ax, (title, volume) in zip(axes, panels.items()):
-        low, high = _window(volume, mask)
-        ax.imshow(volume[index], cmap="gray", vmin=low, vmax=high)
-        ax.set_title(title, fontsize=10)
-    for ax, (title, volume) in zip(axes[len(panels):], maps.items()):
-        show_map(ax, volume[index], mask[index])
-        ax.set_title(title, fontsize=10)
-    for ax in axes:
-        ax.axis("off")
-    figure.suptitle(f"VirtualContrast phantom demo, axial slice {index}: SYNTHETIC images, research use only; "
-                    "enhancement maps: white = none, red = enhancing", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    row = [Panel(title, volume[index], grey_window(volume, mask)) for title, volume in panels.items()]
+    row += [Panel(title, volume[index], kind="map", brain=mask[index]) for title, volume in maps.items()]
+    return index, row
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
             "identity": subtraction_map(array["t1"], array["t1"], mask),
             "linear": subtraction_map(linear_floor(array["t1c"], model_inputs, mask), array["t1"], mask)}
     enhancement = {kind: enhancement_metrics(maps[kind], maps["true"], seg, mask, spacing) for kind in ("synthetic", "identity", "linear")}
-    montage = write_montage(
+    index, row = montage_rows(
         {"T1": array["t1"], "T2": on_t1["t2"], "ADC": on_t1["adc"], "CE-T1 (ground truth)": array["t1c"], "CE-T1 (SYNTHETIC)": synthetic},
-        {"enhancement (ground truth)": maps["true"], "enhancement (SYNTHETIC)": maps["synthetic"]},
-        mask, seg, out / f"{case_id}-montage.png",
+        {"enhancement (ground truth)": maps["true"], "enhancement (SYNTHETIC)": maps["synthetic"]}, mask, seg,
     )
+    montage = write_montage([row], out / f"{case_id}-montage.png", panel_size=(3.0, 3.4), title=(
+        f"VirtualContrast phantom demo, axial slice {index}: SYNTHETIC images, research use only; "
+        "enhancement maps: white = none, red = enhancing"))
     seconds = time.perf_counter() - start
     report = {
         "case": case_id, "seed": args.seed, "model": model.name, "model_sha256": model.sha256,

@@ -6,8 +6,6 @@ torch is imported only when a command runs, so ``virtual-contrast --help`` stays
 from __future__ import annotations
 
 import argparse
-import csv
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -26,11 +24,8 @@ if TYPE_CHECKING:
     from .registry import LoadedModel
     from .synthesis import SynthesisResult
 
-MANIFEST_COLUMNS = ("case_id", "t1", "t2", "adc", "flair", "mask")
-
-#: A case id becomes a folder and file names under --out-dir: a word character first (no hidden
-#: names, no "..") and no path separators or characters some file systems refuse.
-CASE_ID_PATTERN = re.compile(r"\w[\w .+-]{0,99}")
+#: Columns of a ``batch`` manifest.
+MANIFEST_COLUMNS = ("case_id", *MODALITIES, "mask")
 
 SUBTRACTION_DESCRIPTION = "SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only"
 UNCERTAINTY_DESCRIPTION = "SYNTHETIC uncertainty (TTA std) VirtualContrast - research only"
@@ -254,43 +249,10 @@ def cases_from_folder(folder: Path) -> list[tuple[str, dict[str, Path], Path | N
 
 
 def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path | None]]:
-    """(case_id, inputs, mask) for every row of a CSV manifest; relative paths are from its folder."""
-    if not manifest.is_file():
-        raise InputError(f"manifest not found: {manifest}")
-    try:
-        # utf-8-sig: spreadsheet programs (Excel) start a CSV with a byte-order mark.
-        with manifest.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"cannot read manifest {manifest.name}: {error}") from None
-    columns = [name for name in reader.fieldnames if name]
-    if not rows or not {"case_id", "t1"} <= set(columns):
-        raise InputError(f"manifest {manifest.name} needs a header with at least case_id,t1 (columns: {','.join(MANIFEST_COLUMNS)})")
-    unknown = [name for name in columns if name not in MANIFEST_COLUMNS]
-    if unknown:
-        raise InputError(f"manifest {manifest.name} has unknown columns {','.join(unknown)}; known: {','.join(MANIFEST_COLUMNS)}")
-    cases = []
-    for number, row in enumerate(rows, start=1):
-        paths = {k: manifest.parent / v.strip() for k, v in row.items() if k in MANIFEST_COLUMNS[1:] and v and v.strip()}
-        mask = paths.pop("mask", None)
-        case_id = (row.get("case_id") or "").strip() or f"row{number}"
-        if not CASE_ID_PATTERN.fullmatch(case_id):
-            raise InputError(
-                f"manifest {manifest.name} row {number}: case id {case_id!r} cannot be a folder name (up to 100 letters, digits, "
-                "spaces and . _ + -, starting with a letter or digit; no path separators)"
-            )
-        cases.append((case_id, paths, mask))
-    first: dict[str, str] = {}
-    clashes = []
-    for case_id, _, _ in cases:
-        if case_id.casefold() in first:
-            clashes.append(f"{first[case_id.casefold()]!r} and {case_id!r}")
-        first.setdefault(case_id.casefold(), case_id)
-    if clashes:
-        raise InputError(f"manifest {manifest.name} repeats case ids (ignoring case, as some file systems do): {', '.join(clashes)}; each case needs its own id")
-    return cases
+    """(case_id, inputs, mask) for every row of a CSV manifest (:func:`VirtualContrastLib.cases.read_manifest`)."""
+    from .cases import read_manifest
+
+    return [(case.case_id, case.images, case.mask) for case in read_manifest(manifest, roles=MANIFEST_COLUMNS[1:])]
 
 
 def run_batch(args: argparse.Namespace) -> int:
