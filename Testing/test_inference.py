@@ -13,7 +13,7 @@ from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import LoadedModel
 from VirtualContrastLib.synthesis import (
-    SynthesisOptions, count_slabs, cpu_supports_bf16, predict_volume, resolve_precision, slab_starts,
+    SLAB_MARGIN, SynthesisOptions, count_slabs, cpu_supports_bf16, predict_volume, resolve_precision, slab_starts,
 )
 
 CPU = torch.device("cpu")
@@ -75,8 +75,9 @@ def test_slab_windows_shrink_to_the_inputs_and_match_whole_slices_inside():
     footprint = np.any(volume != 0, axis=0)
     np.testing.assert_allclose(cropped[footprint], whole[footprint], atol=1e-5)
     first_h, first_w = shapes[0][3:]
-    assert (first_h, first_w) == (36, 40)  # 4x6 box + 16 each side, rounded up to the multiple of 4
-    assert not cropped[0][~np.pad(np.ones((36, 40), bool), ((24, 36), (14, 26)))].any()
+    assert SLAB_MARGIN == (8, 8)
+    assert (first_h, first_w) == (20, 24)  # 4x6 box + 8 each side, rounded up to the multiple of 4
+    assert not cropped[0][~np.pad(np.ones((20, 24), bool), ((32, 44), (22, 34)))].any()
 
 
 def test_tta_is_mean_and_std_over_in_plane_flips_mapped_back():

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def _cpu_info() -> tuple[str, list[str]]:
+def cpu_info() -> tuple[str, list[str]]:
     """The CPU's model name and which of :data:`SPEED_FLAGS` it has (Linux; elsewhere the name only)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
@@ -60,7 +60,7 @@ def _cpu_info() -> tuple[str, list[str]]:
     return name, [flag for flag in SPEED_FLAGS if flag in flags]
 
 
-def _onednn_isa() -> str:
+def onednn_isa() -> str:
     """The instruction set oneDNN dispatches to here (after any ``ONEDNN_MAX_CPU_ISA`` cap), from its verbose log."""
     import os
     import subprocess
@@ -128,7 +128,7 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
 
     if slabs < 1:
         raise InputError("--slabs must be >= 1")
-    cpu_name, cpu_flags = _cpu_info()
+    cpu_name, cpu_flags = cpu_info()
     target = resolve_device(device)
     precision = resolve_precision(precision, target)
     batch = batch_size or DEFAULT_BATCH.get(target.type, 1)
@@ -164,7 +164,7 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
         "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision, "batch_size": batch,
         "layout": "channels_last_3d" if channels_last else "contiguous", "cpu_bf16": cpu_supports_bf16(),
         "cpu_features": cpu_flags, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn_isa": _onednn_isa() if target.type == "cpu" else "n/a",
+        "onednn_isa": onednn_isa() if target.type == "cpu" else "n/a",
         "slab_shape": list(slab_shape[2:]), "slabs_timed": timed, "seconds_per_slab": seconds_per_slab,
         "volume_shape": list(VOLUME_SHAPE), "overlap": DEFAULT_OVERLAP, "slabs_per_volume": volume_slabs,
         "seconds_per_volume": seconds_per_slab * volume_slabs, "seconds_per_volume_is": f"extrapolated from {timed} timed slabs",
