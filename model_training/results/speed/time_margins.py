@@ -19,7 +19,7 @@ precision, repeats = sys.argv[1], int(sys.argv[2])
 images = {m: sitk.ReadImage(f"{case}/{m}.nii.gz", sitk.sitkFloat32) for m in ("t1", "t2", "flair")}
 model = load_model("vc-hrfcn16-t1-t2-flair", device="cpu")
 settings = [("margin 16, overlap 1/3", 16, 1 / 3), ("margin 8, overlap 1/3", 8, 1 / 3), ("margin 8, overlap 0", 8, 0.0)]
-synthesis.synthesize(images, model, options=SynthesisOptions(device="cpu", precision=precision))  # warm-up
+
 times = {name: [] for name, _, _ in settings}
 for _ in range(repeats):
     for name, margin, overlap in settings:
