@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileutil import atomic_write
+
 #: Tumour label colours over a grey image (0 transparent; 1 NCR/NET red, 2 oedema green, 3 enhancing yellow).
 LABEL_COLOURS = ((0, 0, 0, 0), (1.0, 0.2, 0.2, 0.8), (0.2, 0.9, 0.2, 0.6), (1.0, 1.0, 0.1, 0.8))
 
@@ -40,7 +42,7 @@ def grey_window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
 
 def write_montage(rows: Sequence[Sequence[Panel]], path: str | os.PathLike, title: str, panel_size: tuple[float, float] = (3.0, 3.0),
                   dark: bool = False, dpi: int = 100) -> Path:
-    """Draw ``rows`` of panels under ``title`` into a PNG at ``path`` (written to a temporary name, then moved)."""
+    """Draw ``rows`` of panels under ``title`` into a PNG at ``path``, written atomically (:func:`fileutil.atomic_write`)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
@@ -65,10 +67,6 @@ def write_montage(rows: Sequence[Sequence[Panel]], path: str | os.PathLike, titl
     figure.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    try:
+    with atomic_write(out, suffix=".png") as tmp:
         figure.savefig(tmp, format="png", facecolor=figure.get_facecolor())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
