@@ -49,6 +49,19 @@ def tiny_checkpoint(path: Path, inputs: list[str], architecture: str = "hrfcn", 
     return save_checkpoint(path, config, build_network(config).state_dict(), {"note": "random weights for tests"})
 
 
+def spread_outputs(network: torch.nn.Module, channels: int, seed: int = 0) -> torch.nn.Module:
+    """Rescale the last (linear) convolution so random-weight outputs spread over (0, 1) instead of
+    sitting at one value that the [0, 1] clamp would flatten (which would make the tests blind)."""
+    last = [m for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Conv2d))][-1]
+    probe = torch.rand(2, channels, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        out = network(probe)
+        scale = 0.15 / float(out.std())
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_(0.5 - float(out.mean()) * scale)
+    return network
+
+
 def make_models_dir(folder: Path, specs: list[dict]) -> Path:
     """A bundled-models folder: one tiny checkpoint, model card and models.json entry per spec (name, inputs, ...)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import head as make_head
-from conftest import rotation
+from conftest import rotation, spread_outputs
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.enhancement import subtraction_map
@@ -31,19 +32,6 @@ from VirtualContrastLib.synthesis import (
 FP32 = dict(device="cpu", precision="fp32")
 
 
-def calibrate(network: torch.nn.Module, channels: int, seed: int = 0) -> torch.nn.Module:
-    """Rescale the last (linear) convolution so random-weight outputs spread over (0, 1) instead of
-    sitting at one value that the [0, 1] clamp would flatten (which would make the tests blind)."""
-    last = [m for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Conv2d))][-1]
-    probe = torch.rand(2, channels, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        out = network(probe)
-        scale = 0.15 / float(out.std())
-        last.weight.mul_(scale)
-        last.bias.mul_(scale).add_(0.5 - float(out.mean()) * scale)
-    return network
-
-
 def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, seed=0) -> LoadedModel:
     """A random width-4 network in eval mode with non-trivial BatchNorm statistics and outputs in (0, 1)."""
     torch.manual_seed(seed)
@@ -53,7 +41,7 @@ def tiny_model(inputs=("t1", "t2", "adc"), architecture="hrfcn", slab_depth=3, s
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
-    network = calibrate(network.eval(), len(inputs), seed)
+    network = spread_outputs(network.eval(), len(inputs), seed)
     return LoadedModel(name=f"tiny-{architecture}", config=config, network=network, sha256="", path=Path("tiny.pt"))
 
 
@@ -95,6 +83,29 @@ def test_synthetic_is_in_the_t1_window_and_subtraction_is_the_enhancement_map():
     expected = subtraction_map(sitk.GetArrayFromImage(result.synthetic), t1_array, mask)
     assert np.allclose(sitk.GetArrayFromImage(result.subtraction), expected, atol=1e-4)
     assert result.precision == "fp32" and result.device == "cpu"
+
+
+def test_the_output_map_of_the_model_config_is_applied_to_the_synthetic_and_its_spread():
+    t1, t2 = head(direction=rotation((0, 0, 30))), head(seed=3, level=250.0)
+    plain = tiny_model(inputs=("t1", "t2"))
+    output_map = {"source": [0.0, 0.5, 1.0], "target": [0.0, 0.8, 1.0]}
+    mapped = LoadedModel(name="mapped", config=replace(plain.config, output_map=output_map), network=plain.network,
+                         sha256="", path=Path("mapped.pt"))
+    options = SynthesisOptions(tta=True, **FP32)
+    before, after = (synthesize({"t1": t1, "t2": t2}, model, options=options) for model in (plain, mapped))
+    mask = sitk.GetArrayFromImage(before.brain_mask) > 0
+    low, high = np.percentile(sitk.GetArrayFromImage(t1)[mask], [0.5, 99.5])
+    unit = (sitk.GetArrayFromImage(before.synthetic)[mask] - low) / (high - low)
+    expected = np.interp(unit, output_map["source"], output_map["target"]) * (high - low) + low
+    assert np.allclose(sitk.GetArrayFromImage(after.synthetic)[mask], expected, atol=1e-3 * (high - low))
+    assert not np.allclose(sitk.GetArrayFromImage(after.synthetic)[mask], sitk.GetArrayFromImage(before.synthetic)[mask])
+    # Below 0.5 the map's slope is 1.6, above it 0.4: the spread scales with it.
+    spread_before, spread_after = (sitk.GetArrayFromImage(r.uncertainty)[mask] for r in (before, after))
+    low_half = (unit < 0.4) & (spread_before > 0)
+    assert np.allclose(spread_after[low_half], 1.6 * spread_before[low_half], rtol=0.05, atol=1e-4 * (high - low))
+    # The subtraction map is computed from the calibrated synthetic.
+    expected_map = subtraction_map(sitk.GetArrayFromImage(after.synthetic), sitk.GetArrayFromImage(t1), mask)
+    assert np.allclose(sitk.GetArrayFromImage(after.subtraction), expected_map, atol=1e-4)
 
 
 def test_3d_tiling_without_overlap_equals_separate_slab_passes():
@@ -173,7 +184,7 @@ def test_missing_input_policies(bundled_models):
         synthesize(images, model, options=SynthesisOptions(missing_policy="auxiliary", **FP32))
 
     aux_config = ModelConfig(architecture="hrfcn", arch_kwargs={"width": 4}, inputs=["t1"], target="t2")
-    aux_network = calibrate(build_network(aux_config).eval(), 1)
+    aux_network = spread_outputs(build_network(aux_config).eval(), 1)
     digest = save_checkpoint(folder / "aux.pt", aux_config, aux_network.state_dict())
     entry = {"name": "t2-from-t1", "file": "aux.pt", "sha256": digest, "inputs": ["t1"], "output": "t2", "role": "auxiliary"}
     (folder / "models.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")

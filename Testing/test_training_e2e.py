@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import spread_outputs
 from model_training.__main__ import main
 from model_training.evaluate import evaluate_checkpoints, true_subtraction
 from model_training.prepare import image_from_array, load_case
@@ -23,6 +24,7 @@ from model_training.settings import load_config
 from model_training.train import Trainer, train
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint, sha256_file
 from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import load_model
 from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
@@ -191,3 +193,43 @@ def test_training_loads_only_the_arrays_it_uses(caches: dict[str, Path]) -> None
     case = load_case(caches["train"], case_id, ["mask", "norm_t1", "no_such_array"])
     assert set(case) == {"mask", "norm_t1"}
     assert np.array_equal(case["norm_t1"], load_case(caches["train"], case_id)["norm_t1"])
+
+
+def test_calibrate_fits_on_training_cases_and_export_ships_the_map(caches: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "tiny", "--out", str(run), "--stop-after-epoch", "1", "--quiet", *_overrides(caches)]) == 0
+    # One tiny epoch leaves the output clamped at 0 (nothing to calibrate, refused); spread it as a trained network's.
+    assert main(["calibrate", str(run), "--data", str(caches["train"]), "--device", "cpu", "--quiet"]) == 2
+    best = load_checkpoint(run / "best.pt")
+    network = build_network(best.config)
+    network.load_state_dict(best.state_dict)
+    save_checkpoint(run / "best.pt", best.config, spread_outputs(network.eval(), len(best.config.inputs)).state_dict(), best.training)
+    assert main(["calibrate", str(run), "--data", str(caches["train"]), "--device", "cpu", "--quiet"]) == 0
+    record = json.loads((run / "output_map.json").read_text(encoding="utf-8"))
+    train_ids = [e["case"] for e in json.loads((caches["train"] / "index.json").read_text(encoding="utf-8"))["prepared"]]
+    assert record["cases"] == train_ids and record["checkpoint_sha256"] == sha256_file(run / "best.pt")
+    assert record["target"][0] == 0.0 and record["target"][-1] == 1.0  # the normalized target's own window
+
+    assert main(["export", str(run), "--out", str(tmp_path / "model.pt")]) == 0
+    exported = load_checkpoint(tmp_path / "model.pt")
+    assert exported.config.output_map == {k: record[k] for k in ("source", "target")}
+    assert exported.training["calibration"]["cases"] == train_ids
+    models_dir = tmp_path / "models"
+    assert main(["bundle", str(run), "--name", "calibrated", "--models-dir", str(models_dir), "--description", "tiny", "--no-bench"]) == 0
+    assert f"fitted on the {len(train_ids)} training cases" in (models_dir / "calibrated.md").read_text(encoding="utf-8")
+    # Through the engine, the calibrated model's brain spans the target's whole window as the map says.
+    model = load_model(str(tmp_path / "model.pt"), device="cpu")
+    case = load_case(caches["train"], train_ids[0])
+    images = {m: image_from_array(case[f"raw_{m}"], case) for m in model.config.inputs}
+    mask = image_from_array(case["mask"], case)
+    plain = load_model(str(run / "best.pt"), device="cpu")
+    synthetic = {name: sitk.GetArrayFromImage(synthesize(images, m, brain_mask=mask, options=SynthesisOptions(device="cpu")).synthetic)
+                 for name, m in (("calibrated", model), ("plain", plain))}
+    assert not np.allclose(synthetic["calibrated"], synthetic["plain"])
+
+    # New weights in best.pt (training went on): the old map is refused instead of shipped with them.
+    best = load_checkpoint(run / "best.pt")
+    save_checkpoint(run / "best.pt", best.config, {k: v + 0.01 if v.is_floating_point() else v for k, v in best.state_dict.items()},
+                    best.training)
+    assert main(["export", str(run), "--out", str(tmp_path / "stale.pt")]) == 2
+    assert not (tmp_path / "stale.pt").exists()

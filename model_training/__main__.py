@@ -8,6 +8,7 @@ Examples::
     torchrun --nproc_per_node 4 -m model_training train final --out runs/final
     virtual-contrast-train evaluate runs/a/model.pt runs/b/model.pt --data data/cache/test --table I --out results
     virtual-contrast-train fit-threshold data/cache/train --out threshold.json
+    virtual-contrast-train calibrate runs/lite --data data/cache/train
     virtual-contrast-train export runs/lite --out Resources/Models/phantom_lite.pt
     virtual-contrast-train bundle runs/lite --name vc-hrfcn16-t1-t2-adc --description "..."
 """
@@ -94,6 +95,16 @@ def cmd_fit_threshold(args: argparse.Namespace) -> int:
 
     record = fit_threshold(args.data, args.out)
     print(f"threshold {record['threshold']} (Youden's J {record['youden_j']}) from {len(record['cases'])} training cases; written to {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a run's output calibration on the training cases of a prepared cache."""
+    from .calibrate import MAP_NAME, calibrate_run
+
+    record = calibrate_run(args.run, args.data, args.device, progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
+    print(f"output map fitted on {len(record['cases'])} training cases in {record['seconds']:.0f} s; "
+          f"written to {args.run / MAP_NAME} (export and bundle put it into the checkpoint)")
     return 0
 
 
@@ -187,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="prepared training cache folder (cases of other splits are left out)")
     p.add_argument("--out", required=True, type=Path, help="JSON file to write")
     p.set_defaults(func=cmd_fit_threshold)
+
+    p = sub.add_parser("calibrate", help="fit a run's output calibration on training cases (output_map.json in the run)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--data", required=True, type=Path, help="prepared training cache folder (cases of other splits are left out)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no per-case progress")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", help="export a run's best model as an engine checkpoint")
     p.add_argument("run", type=Path, help="run folder")

@@ -52,6 +52,9 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
         "## Model",
         f"- architecture: `{config['architecture']}` with {config.get('arch_kwargs', {})}; inputs {', '.join(config['inputs'])} → {config['target']}",
         f"- slab depth {config['slab_depth']}; normalization {config['normalization']}",
+        (f"- output calibration (`VirtualContrastLib.calibration`): a monotone map of {len(config['output_map']['source'])} points, "
+         f"fitted on the {len(training.get('calibration', {}).get('cases', []))} training cases (`virtual-contrast-train calibrate`)")
+        if config.get("output_map") else "- output calibration: none",
         f"- CPU time per 192×256×192 volume: {cpu_seconds:.1f} s (measured with `virtual-contrast bench`, see below)" if cpu_seconds else "- CPU time: not measured",
         "",
         "## Training",

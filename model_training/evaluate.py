@@ -107,6 +107,15 @@ def array_spacing(case: dict[str, np.ndarray]) -> tuple[float, ...]:
     return tuple(float(v) for v in case["spacing"][::-1])
 
 
+def training_case_ids(cache_dir: str | Path, labelled: bool) -> list[str]:
+    """The cases of a prepared cache that may be fitted on: all but those its index marks as another split than ``train``."""
+    entries = load_index(cache_dir)["prepared"]
+    cases = [e["case"] for e in entries if e.get("split", "train") == "train" and (e.get("labels", True) or not labelled)]
+    if not cases:
+        raise InputError(f"{cache_dir} holds no {'labelled ' if labelled else ''}training cases")
+    return cases
+
+
 def fit_threshold(cache_dir: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Fit the enhancement threshold on the TRUE subtraction maps of a prepared training cache; write it as JSON.
 
@@ -115,10 +124,7 @@ def fit_threshold(cache_dir: str | Path, out_path: str | Path) -> dict[str, Any]
     """
     from VirtualContrastLib import enhancement
 
-    entries = load_index(cache_dir)["prepared"]
-    cases = [e["case"] for e in entries if e.get("split", "train") == "train" and e.get("labels", True)]
-    if not cases:
-        raise InputError(f"{cache_dir} holds no labelled training cases")
+    cases = training_case_ids(cache_dir, labelled=True)
     histograms = []
     for case_id in cases:
         case = load_case(cache_dir, case_id, ("raw_t1", "raw_t1c", "mask", "labels", "spacing"))

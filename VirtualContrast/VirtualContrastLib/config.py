@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import MODALITIES
+from .calibration import check_output_map
 from .normalization import check_spec
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {"name": "brain_percentile", "lower": 0.5, "upper": 99.5}
@@ -19,7 +20,8 @@ class ModelConfig:
     ``architecture`` and ``arch_kwargs`` go to :func:`VirtualContrastLib.networks.build_network`;
     ``inputs`` is the ordered list of input modalities (channel order);
     ``normalization`` is the spec given to :func:`VirtualContrastLib.normalization.normalize`;
-    ``slab_depth`` is the number of slices the network sees at once (1 for 2D models).
+    ``slab_depth`` is the number of slices the network sees at once (1 for 2D models);
+    ``output_map`` is the output calibration fitted on training cases (:mod:`VirtualContrastLib.calibration`), or None.
     """
 
     architecture: str = "hrfcn"
@@ -28,6 +30,7 @@ class ModelConfig:
     target: str = "t1c"
     slab_depth: int = 3
     normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    output_map: dict[str, list[float]] | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.inputs if m not in MODALITIES]
@@ -43,6 +46,7 @@ class ModelConfig:
             raise ValueError(f"unknown target {self.target!r}; known: t1c, {', '.join(MODALITIES)}")
         # Checked here, not at inference, so a bad checkpoint is refused as it loads.
         check_spec(self.normalization)
+        check_output_map(self.output_map)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form, safe for ``torch.load(weights_only=True)``."""

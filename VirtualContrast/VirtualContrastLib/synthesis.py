@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import MODALITIES
+from .calibration import apply_output_map
 from .enhancement import subtraction_map
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
 from .imageio import check_image
@@ -401,7 +402,7 @@ def synthesize(
 
     volume = np.stack([channels[m] for m in model.config.inputs]).astype(np.float32)
     mean, std, device, precision = _predict(model, volume, options, device, precision, tracker, cancel, notes)
-    result = _postprocess(prepared, mean, std)
+    result = _postprocess(prepared, mean, std, model.config.output_map)
     tracker.finish("synthesis done")
     return SynthesisResult(
         synthetic=result[0], subtraction=result[1], uncertainty=result[2], brain_mask=prepared.mask,
@@ -426,10 +427,12 @@ def _auxiliary_input(
     return np.stack([source[m] for m in aux.config.inputs]).astype(np.float32)
 
 
-def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | None) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
-    """Clamp, zero outside the brain, map back onto the T1 grid and into the T1's intensity window."""
+def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | None,
+                 output_map: dict[str, list[float]] | None) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
+    """Clamp, calibrate, zero outside the brain, map back onto the T1 grid and into the T1's intensity window."""
     grid, inside = prepared.grid, prepared.working_mask
-    predicted = np.clip(mean, 0.0, 1.0).astype(np.float32)
+    clipped = np.clip(mean, 0.0, 1.0)
+    predicted = apply_output_map(clipped, output_map)
     predicted[~inside] = 0.0
     mask = sitk.GetArrayViewFromImage(prepared.mask) > 0
     low, high = prepared.t1_range
@@ -446,6 +449,9 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
 
     uncertainty = None
     if std is not None:
-        spread = np.where(inside, std, 0.0).astype(np.float32)
+        # The spread goes through the map as well: half the mapped width of mean +- std.
+        mapped = (apply_output_map(np.clip(clipped + std, 0.0, 1.0), output_map)
+                  - apply_output_map(np.clip(clipped - std, 0.0, 1.0), output_map)) / 2 if output_map else std
+        spread = np.where(inside, mapped, 0.0).astype(np.float32)
         uncertainty = on_t1_grid(sitk.GetArrayFromImage(grid.to_reference(spread)) * np.float32(high - low))
     return on_t1_grid(synthetic_array), on_t1_grid(subtraction_array), uncertainty
