@@ -192,6 +192,8 @@ def test_enhancement_oversampling_and_crop() -> None:
     for index in range(20):
         item = dataset[index]
         assert item["inputs"].shape == (1, 3, 16, 16)
+        # The crop holds enhancement too, not only the slab's slices.
+        assert ((item["target"] - item["t1"]) > 0.1).any()
     full = SlabDataset(_cases(), config, SamplingOptions(slabs_per_epoch=20, enhancement_fraction=1.0, min_enhancing_voxels=4), multiple=8)
     for index in range(20):
         item = full[index]

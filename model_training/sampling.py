@@ -3,7 +3,8 @@
 Each item is one ``slab_depth``-slice axial slab over the full in-plane extent (paper: 3×256×192),
 zero-padded in-plane to a size shared by all cases and divisible by the network's multiple.
 Options: an in-plane random crop, over-sampling of slabs that contain enhancement (the
-enhancing-tumour label where a case has labels, else Y − X_T1 > δ inside the brain), the
+enhancing-tumour label where a case has labels, else Y − X_T1 > δ inside the brain; with a crop, placed to
+hold one of the slab's enhancing voxels), the
 local-loss region from the labels (``local_labels``), and augmentation (in-plane flips, small intensity scale/shift of
 the inputs) — both off by default, as in the paper. Slab starts only cover slabs that touch the
 brain (the paper drops the empty top and bottom slices) and include the last possible start.
@@ -98,6 +99,8 @@ class SlabDataset(Dataset):
                 **({"region": np.isin(case["labels"], options.local_labels).astype(np.uint8)} if options.local_labels else {}),
                 "valid": valid,
                 "enhancing": rich,
+                # Enhancing voxels (z, y, x) in slice order: an enhancement draw centres its crop on one of them.
+                "enhancing_voxels": np.argwhere(enhancing).astype(np.int32),
             })
         if options.crop is not None:
             self.shape = tuple(_round_up(c, multiple) for c in options.crop)
@@ -114,14 +117,22 @@ class SlabDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         case = self.cases[int(rng.integers(len(self.cases)))]
-        if len(case["enhancing"]) and rng.random() < self.options.enhancement_fraction:
-            start = int(rng.choice(case["enhancing"]))
-        else:
-            start = int(rng.choice(case["valid"]))
-        z = slice(start, start + self.depth)
         height, width = case["mask"].shape[1:]
         y0 = int(rng.integers(max(height - self.shape[0], 0) + 1)) if self.options.crop else 0
         x0 = int(rng.integers(max(width - self.shape[1], 0) + 1)) if self.options.crop else 0
+        if len(case["enhancing"]) and rng.random() < self.options.enhancement_fraction:
+            start = int(rng.choice(case["enhancing"]))
+            if self.options.crop:
+                # A random crop of the slice would miss a small tumour most of the time: put one of the slab's
+                # enhancing voxels in the crop, anywhere but its outer quarter.
+                voxels = case["enhancing_voxels"]
+                first, last = np.searchsorted(voxels[:, 0], [start, start + self.depth])
+                _, cy, cx = voxels[int(rng.integers(first, last))]
+                y0, x0 = (int(np.clip(c - int(rng.integers(size // 4, size - size // 4 + 1)), 0, max(extent - size, 0)))
+                          for c, size, extent in ((cy, self.shape[0], height), (cx, self.shape[1], width)))
+        else:
+            start = int(rng.choice(case["valid"]))
+        z = slice(start, start + self.depth)
         region = (z, slice(y0, y0 + self.shape[0]), slice(x0, x0 + self.shape[1]))
         arrays = {
             "inputs": case["inputs"][(slice(None), *region)],
