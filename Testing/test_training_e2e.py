@@ -18,6 +18,7 @@ import torch
 
 from conftest import spread_outputs
 from model_training.__main__ import main
+from model_training.bundle import model_card
 from model_training.evaluate import evaluate_checkpoints, true_subtraction
 from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
@@ -186,6 +187,14 @@ def test_fine_tuning_starts_from_the_given_weights(caches: dict[str, Path], tmp_
     # The bundled default model (width 16) cannot seed the width-4 network: a clear error, not a shape traceback.
     with pytest.raises(InputError, match="cannot initialize from vc-hrfcn16-t1-t2-adc"):
         Trainer(load_config("tiny", {**quick, "init": "vc-hrfcn16-t1-t2-adc"}), tmp_path / "bad", device="cpu", progress=False)
+
+
+def test_model_card_names_the_initial_weights_without_local_folders() -> None:
+    model = load_config("tiny").model.to_dict()
+    for init, shown in (("/home/someone/runs/phantom_enh_round5/state.pt", "phantom_enh_round5/state.pt"),
+                        ("vc-hrfcn16-t1-t2-adc", "vc-hrfcn16-t1-t2-adc")):
+        card = model_card("m", "d", {"config": {"init": init}}, model, None, None)
+        assert f"- initialized from `{shown}`" in card and "/home/someone" not in card
 
 
 def test_training_loads_only_the_arrays_it_uses(caches: dict[str, Path]) -> None:

@@ -61,7 +61,8 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
         f"- run `{training.get('run', '?')}`, seed {training.get('seed', '?')}, {training.get('epochs_done', '?')} epochs, "
         f"wall time {training.get('wall_time_s', 0) / 60:.1f} min on {hardware.get('device', '?')} "
         f"({hardware.get('gpu') or str(hardware.get('cpu_count', '?')) + ' CPU cores'}, torch {hardware.get('torch', '?')})",
-        *([f"- initialized from `{Path(str(init)).name}` (fine-tuned, see the description)"] if (init := training.get("config", {}).get("init")) else []),
+        # The run folder and file name only: a shipped card names no folder of the machine it was made on.
+        *([f"- initialized from `{'/'.join(Path(str(init)).parts[-2:])}` (fine-tuned, see the description)"] if (init := training.get("config", {}).get("init")) else []),
         f"- training cases ({len(data.get('train_cases', []))}): {', '.join(data.get('train_cases', []))}",
         f"- validation cases ({len(data.get('val_cases', []))}): {', '.join(data.get('val_cases', []))}",
         f"- schedule: {schedule}",
