@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from VirtualContrastLib.calibration import fit_output_map
-from VirtualContrastLib.checkpoints import sha256_file
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import atomic_write
 from VirtualContrastLib.normalization import intensity_range, normalize
@@ -57,7 +56,7 @@ def calibrate_run(run_dir: str | Path, cache_dir: str | Path, device: str = "aut
     except ValueError as error:
         raise InputError(f"{run_dir}: {error}") from None
     record = {**output_map, "cases": case_ids, "cache": str(cache_dir),
-              "checkpoint_sha256": sha256_file(run_dir / BEST_NAME), "seconds": round(time.perf_counter() - start, 1)}
+              "checkpoint_sha256": model.sha256, "seconds": round(time.perf_counter() - start, 1)}
     with atomic_write(run_dir / MAP_NAME, ".json") as tmp:
         tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE
-from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint, sha256_file
+from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.errors import InputError
 
 from .calibrate import load_run_map
@@ -28,7 +28,7 @@ def export_run(run_dir: str | Path, out_path: str | Path) -> tuple[Path, str]:
     best = load_checkpoint(best_path)
     config = best.config
     summary: dict[str, Any] = dict(best.training)
-    output_map = load_run_map(run_dir, sha256_file(best_path))
+    output_map = load_run_map(run_dir, best.sha256)
     if output_map is not None:
         config = dataclasses.replace(config, output_map={k: output_map[k] for k in ("source", "target")})
         summary["calibration"] = {"cases": output_map["cases"], "cache": output_map["cache"]}
