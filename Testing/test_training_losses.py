@@ -108,3 +108,48 @@ def test_selection_rule_weighs_enhancement() -> None:
     assert selection_score({"val_brain_psnr": 20.0, "val_enhancing_tumour_psnr": float("nan")}, "brain_et_psnr") is None
     with pytest.raises(ConfigError, match="validation.select must be one of"):
         load_config("tiny", {"validation": {"select": "brain_ssim"}})
+
+
+def test_histogram_term_sees_the_intensity_distribution_not_where_it_is() -> None:
+    """The histogram term is 0 for any rearrangement of the target's brain values, and sees a compressed top."""
+    from model_training.losses import histogram_distance
+
+    _, target, t1 = _pair(2)
+    brain = torch.zeros_like(target, dtype=torch.bool)
+    brain[..., 4:28, 4:20] = True
+    shuffled = target.clone()
+    for item in range(target.shape[0]):
+        values = shuffled[item][brain[item]]
+        shuffled[item][brain[item]] = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(item))]
+    assert histogram_distance(shuffled, target, brain) < 1e-7
+    assert (shuffled - target).abs().mean() > 0.05  # …which MAE would punish
+    compressed = torch.where(target > 0.5, 0.5 + 0.5 * (target - 0.5), target)
+    expected = torch.stack([(target[i][brain[i]] - compressed[i][brain[i]]).abs().mean() for i in range(2)]).mean()
+    assert torch.isclose(histogram_distance(compressed, target, brain), expected)
+    # Voxels outside the brain do not count.
+    outside = compressed.clone()
+    outside[~brain] += 0.3
+    assert torch.isclose(histogram_distance(outside, target, brain), expected)
+
+
+def test_histogram_term_is_weighted_into_the_total_and_configured(tmp_path) -> None:
+    from model_training.settings import ConfigError
+
+    prediction, target, t1 = _pair(3)
+    brain = torch.ones_like(target, dtype=torch.bool)
+    terms = VirtualContrastLoss().terms(prediction, target, t1, None, brain)
+    assert "histogram" not in terms  # off by default: the paper's loss unchanged
+    total, terms = VirtualContrastLoss(histogram_weight=2.0)(prediction, target, t1, None, brain)
+    assert torch.allclose(total, terms["mae"] + terms["ssim"] + terms["local"] + 2.0 * terms["histogram"])
+    with pytest.raises(ValueError, match="brain mask"):
+        VirtualContrastLoss(histogram_weight=2.0)(prediction, target, t1)
+    assert load_config("tiny", {"loss": {"histogram": 0.5}}).histogram_weight == 0.5
+    with pytest.raises(ConfigError, match="loss.histogram must be >= 0"):
+        load_config("tiny", {"loss": {"histogram": -1}})
+    # The trainer hands the slabs' brain mask to the loss.
+    trainer = Trainer(load_config("tiny", {"loss": {"histogram": 1.0}}), tmp_path, device="cpu", progress=False)
+    generator = torch.Generator().manual_seed(4)
+    batch = {"inputs": torch.rand((2, 3, 3, 32, 32), generator=generator), "target": torch.rand((2, 1, 3, 32, 32), generator=generator),
+             "t1": torch.rand((2, 1, 3, 32, 32), generator=generator), "mask": torch.ones((2, 1, 3, 32, 32), dtype=torch.uint8)}
+    values = trainer.train_step(batch)
+    assert values["histogram"] > 0 and values["loss"] > values["mae"] + values["ssim"]

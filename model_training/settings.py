@@ -11,7 +11,8 @@ are merged over the parent's recursively (dicts merge, everything else replaces)
 - ``sampling``: ``batch_size`` (per process), ``slabs_per_epoch``, ``crop``,
   ``enhancement_fraction``, ``augment`` (see :mod:`model_training.sampling`).
 - ``loss``: ``delta`` (δ of the mask M), ``delta_max``; ``local_labels``: tumour label values
-  (prepared convention, 3 = enhancing) whose voxels form the local-loss region instead of M.
+  (prepared convention, 3 = enhancing) whose voxels form the local-loss region instead of M;
+  ``histogram``: weight of the histogram term (default 0, off; see :mod:`model_training.losses`).
 - ``schedule``: list of stages ``{"epochs", "weights": [λ1, λ2, λ3], "lr"}``.
 - ``optimizer``: Adam ``betas``; ``reset_between_stages`` (the authors re-compiled the Keras model
   for phase 2, which starts a fresh Adam state).
@@ -105,6 +106,7 @@ class TrainConfig:
     stages: list[Stage]
     delta: float = 0.1
     delta_max: float | None = None
+    histogram_weight: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     reset_between_stages: bool = True
     precision: str = "auto"
@@ -133,6 +135,8 @@ class TrainConfig:
             select = dict(data.get("validation", {})).get("select", "brain_psnr")
             if select not in SELECTION_RULES:
                 raise ValueError(f"validation.select must be one of {', '.join(SELECTION_RULES)}, not {select!r}")
+            if float(loss.get("histogram", 0.0)) < 0:
+                raise ValueError("loss.histogram must be >= 0")
             if batch_size < 1 or sampling.slabs_per_epoch < batch_size:
                 raise ValueError("need batch_size >= 1 and slabs_per_epoch >= batch_size")
             return cls(
@@ -144,6 +148,7 @@ class TrainConfig:
                 stages=stages,
                 delta=float(data.get("loss", {}).get("delta", 0.1)),
                 delta_max=data.get("loss", {}).get("delta_max"),
+                histogram_weight=float(loss.get("histogram", 0.0)),
                 betas=tuple(optimizer.get("betas", (0.9, 0.999))),
                 reset_between_stages=bool(optimizer.get("reset_between_stages", True)),
                 precision=precision,

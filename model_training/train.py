@@ -167,7 +167,7 @@ class Trainer:
         self.model = DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.distributed else self.network
         self.amp_dtype = amp_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.loss = VirtualContrastLoss(config.stages[0].weights, config.delta, config.delta_max).to(self.device)
+        self.loss = VirtualContrastLoss(config.stages[0].weights, config.delta, config.delta_max, config.histogram_weight).to(self.device)
         self.optimizer = self._new_optimizer(config.stages[0].lr)
         self.epoch = 0
         self.stage_index = 0
@@ -187,11 +187,12 @@ class Trainer:
         target = batch["target"].to(self.device, non_blocking=True)
         t1 = batch["t1"].to(self.device, non_blocking=True)
         region = batch["region"].to(self.device, non_blocking=True) if "region" in batch else None
+        brain = batch["mask"].to(self.device, non_blocking=True)
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with autocast:
             prediction = self.model(inputs)
         # The loss runs in fp32: SSIM's variance terms lose too much in half precision.
-        total, terms = self.loss(prediction.float(), target, t1, region)
+        total, terms = self.loss(prediction.float(), target, t1, region, brain)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
