@@ -1,7 +1,6 @@
 """The bundled real-data model on real scans: two BraTS 2018 validation cases from ``shared/realdata/cases``.
 
-Today the test records a target that is not met (strict xfail: it fails the suite as soon as it passes,
-so the marker must then go). The cases are never committed to the repository; where the folder is absent (a plain clone) these tests
+The cases are never committed to the repository; where the folder is absent (a plain clone) these tests
 skip, saying why. They run each case exactly as ``virtual-contrast-train evaluate`` does: prepared with the
 ``brats2018`` layout (labels 4 -> 3), synthesized through the engine, scored with VC-Eval-1.
 """
@@ -32,13 +31,9 @@ def prepared(case_id: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 13 target not met yet: on this case the bundled (phantom-trained) FLAIR model "
-                   "beats the identity floor in the brain (15.4 vs 9.2 dB) but not in enhancing tumour (11.1 vs 14.4 dB). "
-                   "BraTS round 2 with its output calibration beats it in both here (17.1 and 14.9 dB) but not over the "
-                   "8 val cases (score 14.52 vs identity 14.59), the bundling rule, so it is not bundled "
-                   "(model_training/results/real)")
 def test_the_flair_default_beats_the_identity_floor_on_a_real_glioblastoma() -> None:
     entry = default_model_for(["t1", "t2", "flair"])
+    assert entry.training_data == "brats2018"  # the real-data model, not the phantom-trained one
     model = load_model(entry.name, device="cpu")
     case = prepared(GLIOBLASTOMA)
     assert (case["labels"] == 3).sum() >= 1000  # a large enhancing tumour, so the ET score means something

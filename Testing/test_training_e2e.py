@@ -226,6 +226,13 @@ def test_calibrate_fits_on_training_cases_and_export_ships_the_map(caches: dict[
     models_dir = tmp_path / "models"
     assert main(["bundle", str(run), "--name", "calibrated", "--models-dir", str(models_dir), "--description", "tiny", "--no-bench"]) == 0
     assert f"fitted on the {len(train_ids)} training cases" in (models_dir / "calibrated.md").read_text(encoding="utf-8")
+    # A selection rule may prefer the network's own output: --no-output-map leaves the fitted map out.
+    assert main(["export", str(run), "--out", str(tmp_path / "plain.pt"), "--no-output-map"]) == 0
+    assert load_checkpoint(tmp_path / "plain.pt").config.output_map is None
+    assert "calibration" not in load_checkpoint(tmp_path / "plain.pt").training
+    assert main(["bundle", str(run), "--name", "plain", "--models-dir", str(models_dir), "--description", "tiny", "--no-bench",
+                 "--no-output-map"]) == 0
+    assert "- output calibration: none" in (models_dir / "plain.md").read_text(encoding="utf-8")
     # Through the engine, the calibrated model's brain spans the target's whole window as the map says.
     model = load_model(str(tmp_path / "model.pt"), device="cpu")
     case = load_case(caches["train"], train_ids[0])

@@ -14,12 +14,13 @@ from .calibrate import load_run_map
 from .train import BEST_NAME, STATE_NAME
 
 
-def export_run(run_dir: str | Path, out_path: str | Path) -> tuple[Path, str]:
+def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True) -> tuple[Path, str]:
     """Write ``run_dir``'s best weights with the full training summary to ``out_path``; returns (path, sha256).
 
     The summary keeps what ``best.pt`` recorded (data and seeds, schedule, config, hardware) and
     adds the finished run's history and wall time from ``state.pt``; the config gets the run's output
-    map when ``calibrate`` fitted one on these weights.
+    map when ``calibrate`` fitted one on these weights, unless ``output_map`` is False (a selection rule
+    may prefer the network's own output).
     """
     run_dir = Path(run_dir)
     best_path = run_dir / BEST_NAME
@@ -28,10 +29,10 @@ def export_run(run_dir: str | Path, out_path: str | Path) -> tuple[Path, str]:
     best = load_checkpoint(best_path)
     config = best.config
     summary: dict[str, Any] = dict(best.training)
-    output_map = load_run_map(run_dir, best.sha256)
-    if output_map is not None:
-        config = dataclasses.replace(config, output_map={k: output_map[k] for k in ("source", "target")})
-        summary["calibration"] = {"cases": output_map["cases"], "cache": output_map["cache"]}
+    run_map = load_run_map(run_dir, best.sha256) if output_map else None
+    if run_map is not None:
+        config = dataclasses.replace(config, output_map={k: run_map[k] for k in ("source", "target")})
+        summary["calibration"] = {"cases": run_map["cases"], "cache": run_map["cache"]}
     if (run_dir / STATE_NAME).is_file():
         state = load_checkpoint(run_dir / STATE_NAME).training
         summary.update({"history": state.get("history", []), "wall_time_s": round(float(state.get("wall_time_s", 0.0)), 1),
