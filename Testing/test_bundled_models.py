@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from VirtualContrastLib import DEMO_SEED, MODALITIES, PHANTOM_INPUTS
+from VirtualContrastLib import DEMO_SEED, MODALITIES
 from VirtualContrastLib.checkpoints import FORMAT, sha256_file
 from VirtualContrastLib.enhancement import enhancement_metrics, subtraction_map
 from VirtualContrastLib.metrics import brats_regions, evaluate_case
@@ -53,8 +53,9 @@ def test_the_registry_ships_the_promised_models() -> None:
     auxiliary = {e.output for e in ENTRIES if e.role == "auxiliary"}
     assert {("t1", "t2", "adc"), ("t1", "t2", "flair")} <= synthesis
     assert auxiliary == {"t2", "adc"}
-    assert default_model_for(PHANTOM_INPUTS).inputs == ["t1", "t2", "adc"]
-    # Given every input, and given T1+T2+FLAIR, the model trained on real scans wins (issue 13).
+    # On phantom images (the demo) the phantom-trained ADC model; on real scans with every input, or with
+    # T1+T2+FLAIR, the model trained on real scans (issue 13).
+    assert default_model_for(MODALITIES, phantom_data=True).inputs == ["t1", "t2", "adc"]
     for given in (MODALITIES, ["t1", "t2", "flair"]):
         entry = default_model_for(given)
         assert entry.inputs == ["t1", "t2", "flair"] and entry.training_data == "brats2018"
@@ -90,7 +91,7 @@ def test_beats_the_identity_floor_on_a_held_out_phantom(entry) -> None:
 @pytest.mark.slow
 def test_the_default_renders_the_held_out_tumours_enhancement() -> None:
     """Issue 13: on the demo's case the demo's model's subtraction map finds the enhancing tumour, above the floor."""
-    entry = default_model_for(PHANTOM_INPUTS)
+    entry = default_model_for(MODALITIES, phantom_data=True)
     case = held_out_case()
     arrays = {m: sitk.GetArrayFromImage(case.images[m]) for m in ("t1", "t1c")}
     mask = sitk.GetArrayFromImage(case.brain_mask) > 0

@@ -158,3 +158,5 @@ def test_a_model_trained_on_real_scans_wins_a_tie_with_a_phantom_one(bundled_mod
     bundled_models([{"name": "phantom-flair", "inputs": ["t1", "t2", "flair"]},
                     {"name": "real-flair", "inputs": ["t1", "t2", "flair"], "training_data": "brats2018"}])
     assert default_model_for(["t1", "t2", "flair"]).name == "real-flair"
+    # Phantom images (the demo) go to the phantom-trained one.
+    assert default_model_for(["t1", "t2", "flair"], phantom_data=True).name == "phantom-flair"

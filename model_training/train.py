@@ -187,7 +187,7 @@ class Trainer:
         target = batch["target"].to(self.device, non_blocking=True)
         t1 = batch["t1"].to(self.device, non_blocking=True)
         region = batch["region"].to(self.device, non_blocking=True) if "region" in batch else None
-        brain = batch["mask"].to(self.device, non_blocking=True)
+        brain = batch["mask"].to(self.device, non_blocking=True) if "mask" in batch else None
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with autocast:
             prediction = self.model(inputs)

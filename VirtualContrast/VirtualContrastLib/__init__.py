@@ -17,10 +17,6 @@ INTENDED_USE = (
 #: Modalities the engine knows, in the canonical channel order used by every model.
 MODALITIES = ("t1", "t2", "adc", "flair")
 
-#: The inputs of the demo's model: the physics phantom has an ADC, and the T1+T2+ADC model is phantom-trained,
-#: while the default for T1+T2+FLAIR (chosen when all four are given) was trained on real scans only.
-PHANTOM_INPUTS = ("t1", "t2", "adc")
-
 #: The phantom seed of the demo and of Slicer's sample data: outside every training, validation and
 #: test seed range (model_training/reproduce_bundled.sh) and, unlike many seeds, with an enhancing tumour.
 DEMO_SEED = 5

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import DEMO_SEED, INTENDED_USE, PHANTOM_INPUTS
+from . import DEMO_SEED, INTENDED_USE, MODALITIES
 from .montage import Panel, grey_window, write_montage
 from .options import DEVICE_HELP
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("vc-demo"), help="output folder (default ./vc-demo)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED,
                         help=f"phantom seed (default {DEMO_SEED}: held out from training, with an enhancing tumour)")
-    parser.add_argument("--model", help="bundled model name or checkpoint (default: the bundled model for T1+T2+ADC, trained on phantoms)")
+    parser.add_argument("--model", help="bundled model name or checkpoint (default: the bundled model for T1+T2+ADC+FLAIR, phantom-trained ones first)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--spacing", type=float, default=1.0, help="phantom T1 voxel size in mm (default 1; 2-3 for a quick look)")
     parser.set_defaults(func=run)
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.5 <= args.spacing <= 6.0:
         raise InputError("--spacing must be between 0.5 and 6 mm")
     start = time.perf_counter()
-    name = args.model or default_model_for(PHANTOM_INPUTS).name
+    name = args.model or default_model_for(MODALITIES, phantom_data=True).name
     model = load_model(name, device=args.device)
     print(f"model: {model.name} (inputs {'+'.join(m.upper() for m in model.config.inputs)})")
     case = generate_case(args.seed, spacing=args.spacing, **PHANTOM_OPTIONS)

@@ -164,11 +164,12 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedM
     )
 
 
-def default_model_for(modalities: Iterable[str]) -> ModelEntry:
+def default_model_for(modalities: Iterable[str], phantom_data: bool = False) -> ModelEntry:
     """The bundled synthesis model whose inputs are all available, preferring the one using the most.
 
-    Among models with as many inputs, one trained on real scans wins over a phantom-trained one; further
-    ties go to the entry listed first in ``models.json`` (the T1+T2+ADC default before the FLAIR models).
+    Among models with as many inputs, one trained on real scans wins over a phantom-trained one, unless
+    ``phantom_data`` says the images are physics phantoms (the demo, Slicer's sample); further ties go to
+    the entry listed first in ``models.json`` (the T1+T2+ADC default before the FLAIR models).
     """
     available = set(modalities)
     synthesis = [e for e in list_models() if e.role == "synthesis" and e.output == "t1c"]
@@ -178,7 +179,7 @@ def default_model_for(modalities: Iterable[str]) -> ModelEntry:
     if not usable:
         needs = "; ".join(f"{e.name}: {'+'.join(e.inputs)}" for e in synthesis)
         raise MissingModalityError(f"no bundled model works with {'+'.join(sorted(available)) or 'no inputs'} (models need {needs})")
-    return max(usable, key=lambda e: (len(e.inputs), e.training_data != "phantom"))
+    return max(usable, key=lambda e: (len(e.inputs), (e.training_data == "phantom") == phantom_data))
 
 
 def auxiliary_model_for(modality: str, available: Iterable[str]) -> ModelEntry | None:
