@@ -505,6 +505,21 @@ def test_synthesize_is_refused_for_input_sets_no_model_accepts(release, scene):
         logic.requestFromParameters(parameterNode)
 
 
+def test_automatic_runs_take_the_real_data_model_on_scans_and_the_phantom_model_on_the_phantom_sample(release, scene):
+    logic = release.module.VirtualContrastLogic()
+    parameterNode = logic.getParameterNode()
+    for modality in ("t1", "t2", "adc", "flair"):
+        setattr(parameterNode, modality, _volume(modality.upper()))
+    assert logic.requestFromParameters(parameterNode).settings.model == "vc-hrfcn16-t1-t2-flair-brats18"
+    # loadPhantomSample marks the sample's volumes; the physics phantom gets the phantom-trained model (issue 13)
+    sample = release.module.sample
+    assert not sample.isPhantom(parameterNode.t1)
+    parameterNode.t1.SetAttribute(sample.PHANTOM_ATTRIBUTE, "true")
+    assert sample.isPhantom(parameterNode.t1)
+    request = logic.requestFromParameters(parameterNode)
+    assert request.settings.model == "vc-hrfcn16-t1-t2-adc" and set(request.inputNodes) == {"t1", "t2", "adc"}
+
+
 class QSettingsStandIn:
     """Stand-in for ``qt.QSettings`` (Qt): a dictionary."""
 

@@ -132,6 +132,8 @@ def loadPhantomSample() -> dict:
     if SampleData.SampleDataLogic().sourceForSampleName(sample.SAMPLE_NAME) is None:
         registerSampleData()
     nodes = SampleData.SampleDataLogic().downloadSamples(sample.SAMPLE_NAME)
+    for node in nodes:
+        node.SetAttribute(sample.PHANTOM_ATTRIBUTE, "true")
     return dict(zip(sample.SAMPLE_FILES, nodes))
 
 
@@ -349,7 +351,8 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not p:
             return
-        plan = self.logic.models.plan(p.model, [m for m in MODALITIES if getattr(p, m) is not None], p.missingPolicy)
+        plan = self.logic.models.plan(p.model, [m for m in MODALITIES if getattr(p, m) is not None], p.missingPolicy,
+                                      sample.isPhantom(p.t1))
         needed = set(plan.inputs) | {"t1"} if plan.inputs else set(MODALITIES)
         for modality in MODALITIES:
             getattr(self.ui, f"{modality}Selector").visible = modality in needed or not p.model
@@ -594,6 +597,7 @@ class VirtualContrastTest(ScriptedLoadableModuleTest):
             raise unittest.SkipTest(self.skipReason())
         self.delayDisplay("Loading the phantom sample")
         nodes = loadPhantomSample()
+        self.assertTrue(sample.isPhantom(nodes["t1"]))  # so "Automatic" picks a phantom-trained model for it
         logic = VirtualContrastLogic()
         self.delayDisplay("Synthesizing with the bundled default model")
         result = logic.process(nodes["t1"], nodes["t2"], nodes["adc"], nodes["flair"], mask=nodes["brainmask"], device="cpu")

@@ -29,6 +29,7 @@ import slicer
 from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError
 
 from . import outputs as outputNodes
+from . import sample
 from .models import ModelCatalog
 from .process import BackgroundProcess, engineEnvironment, pythonExecutable
 from .volumes import imageFromVolumeNode, maskImageFromNode, removeNodeWithDependents
@@ -232,7 +233,7 @@ class SynthesisLogic:
         """
         p = parameters
         given = {m: getattr(p, m) for m in ("t1", "t2", "adc", "flair") if getattr(p, m) is not None}
-        plan = self.models.plan(p.model, given, p.missingPolicy)
+        plan = self.models.plan(p.model, given, p.missingPolicy, sample.isPhantom(p.t1))
         if not plan.possible:
             raise InputError(plan.problem)
         inputNodes = {m: node for m, node in given.items() if not plan.inputs or m in plan.inputs or m == "t1"}
@@ -302,7 +303,7 @@ class SynthesisLogic:
         self._refuseOutputs(inputNodes, maskNode, outputs or {})
         images = self.inputImages(inputNodes)
         mask = maskImageFromNode(maskNode, inputNodes["t1"]) if maskNode is not None else None
-        modelName = settings.model or registry.default_model_for(images).name
+        modelName = settings.model or registry.default_model_for(images, phantom_data=sample.isPhantom(inputNodes["t1"])).name
         model = registry.load_model(modelName, device=settings.device)
         options = self.synthesisOptions(settings)
         # the engine loads nothing itself: the auxiliary models for missing inputs come from here

@@ -93,8 +93,9 @@ class ModelCatalog:
         seconds = f" About {entry.cpu_seconds_per_volume:.0f} s per volume on a CPU." if entry.cpu_seconds_per_volume else ""
         return f"{entry.description}{seconds}"
 
-    def plan(self, model: str, given: Iterable[str], missingPolicy: str) -> RunPlan:
-        """The run for ``model`` (AUTOMATIC_MODEL: chosen here) with the ``given`` inputs, or why it cannot run."""
+    def plan(self, model: str, given: Iterable[str], missingPolicy: str, phantom: bool = False) -> RunPlan:
+        """The run for ``model`` (AUTOMATIC_MODEL: chosen here, for phantom images if ``phantom``) with the ``given``
+        inputs, or why it cannot run."""
         given = [m for m in MODALITIES if m in set(given)]
         if "t1" not in given:
             return RunPlan(None, problem="Select a pre-contrast T1: the synthetic image is made on its grid.")
@@ -105,15 +106,15 @@ class ModelCatalog:
                 # unknown until torch can read the file: the engine checks it when the run starts
                 return RunPlan(model, problem=f"This model cannot be used: {problem}" if problem else None)
             return self._fill(RunPlan(model, inputs), given, missingPolicy)
-        return self._automatic(given, missingPolicy)
+        return self._automatic(given, missingPolicy, phantom)
 
-    def _automatic(self, given: list[str], missingPolicy: str) -> RunPlan:
+    def _automatic(self, given: list[str], missingPolicy: str, phantom: bool) -> RunPlan:
         entries = self.synthesisModels()
         if not entries:
             return RunPlan(None, problem="No bundled model is installed: load a checkpoint file.")
         try:
             # every input given: the engine's own choice, so the panel and the command line agree
-            entry = registry.default_model_for(given)
+            entry = registry.default_model_for(given, phantom_data=phantom)
             return RunPlan(entry.name, list(entry.inputs))
         except MissingModalityError:
             pass

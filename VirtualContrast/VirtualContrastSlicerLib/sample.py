@@ -31,6 +31,15 @@ SAMPLE_FILES: dict[str, tuple[str, str]] = {
 
 SAMPLE_SPACING_MM = 2.0
 
+#: Node attribute marking the sample's volumes as phantom images: for them the automatic model choice
+#: prefers phantom-trained models (on real scans, one trained on real scans wins).
+PHANTOM_ATTRIBUTE = "VirtualContrast.Phantom"
+
+
+def isPhantom(node) -> bool:
+    """Whether ``node`` is one of the phantom sample's volumes."""
+    return node is not None and node.GetAttribute(PHANTOM_ATTRIBUTE) == "true"
+
 
 def sampleFolder() -> Path:
     """Where the generated sample files live (the same case every time, so one copy serves all sessions)."""
