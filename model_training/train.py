@@ -187,7 +187,8 @@ class Trainer:
         target = batch["target"].to(self.device, non_blocking=True)
         t1 = batch["t1"].to(self.device, non_blocking=True)
         region = batch["region"].to(self.device, non_blocking=True) if "region" in batch else None
-        brain = batch["mask"].to(self.device, non_blocking=True) if "mask" in batch else None
+        # Only the histogram term reads the brain mask: no copy to the device on every step otherwise.
+        brain = batch["mask"].to(self.device, non_blocking=True) if self.loss.histogram_weight > 0 and "mask" in batch else None
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with autocast:
             prediction = self.model(inputs)
