@@ -114,7 +114,7 @@ def test_3d_tiling_without_overlap_equals_separate_slab_passes():
     tiled, _ = predict_volume(model, volume, SynthesisOptions(overlap=0.0, blend="constant", **FP32), torch.device("cpu"), "fp32", batch_size=2)
     with torch.no_grad():
         slabs = [model.network(torch.from_numpy(volume[None, :, d : d + 3]))[0, 0].numpy() for d in (0, 3, 6)]
-    assert np.allclose(tiled, np.concatenate(slabs), atol=1e-5)
+    assert np.allclose(tiled[0], np.concatenate(slabs), atol=1e-5)
 
 
 def test_single_slab_volume_equals_one_whole_volume_pass():
@@ -123,7 +123,7 @@ def test_single_slab_volume_equals_one_whole_volume_pass():
     tiled, _ = predict_volume(model, volume, SynthesisOptions(**FP32), torch.device("cpu"), "fp32", batch_size=1)
     with torch.no_grad():
         whole = model.network(torch.from_numpy(volume[None]))[0, 0].numpy()
-    assert np.allclose(tiled, whole, atol=1e-5)
+    assert np.allclose(tiled[0], whole, atol=1e-5)
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
@@ -136,7 +136,7 @@ def test_2d_model_with_default_overlap_equals_whole_volume_pass(blend):
     tiled, _ = predict_volume(model, volume, SynthesisOptions(blend=blend, **FP32), torch.device("cpu"), "fp32", batch_size=3)
     with torch.no_grad():
         whole = model.network(torch.from_numpy(volume[None]))[0, 0].numpy()
-    assert np.allclose(tiled, whole, atol=1e-5)
+    assert np.allclose(tiled[0], whole, atol=1e-5)
 
 
 def test_count_slabs_matches_monai_windows():

@@ -210,7 +210,7 @@ def test_labels_drive_enhancement_sampling_and_local_region() -> None:
     config = ModelConfig(architecture="hrfcn", inputs=["t1"])
     options = SamplingOptions(slabs_per_epoch=20, enhancement_fraction=1.0, min_enhancing_voxels=4, local_labels=(1, 3))
     dataset = SlabDataset(cases, config, options, multiple=2)
-    assert {int(s) for s in dataset.cases[0]["enhancing"]} == {1, 2, 3}
+    assert {int(s) for s in dataset.cases[0]["rich"]} == {1, 2, 3}
     for index in range(20):
         item = dataset[index]
         assert item["region"].shape == item["target"].shape

@@ -3,6 +3,7 @@
 Examples::
 
     virtual-contrast-train make-phantoms --out data/phantoms --train 20 --val 4 --test 6 --spacing 2
+    virtual-contrast-train get-brats2018 data/brats DeepBrainSeg BioExp
     virtual-contrast-train prepare data/phantoms/train --out data/cache/train --no-register
     virtual-contrast-train train phantom_lite --out runs/lite --set data.train=data/cache/train --set data.val=data/cache/val
     torchrun --nproc_per_node 4 -m model_training train final --out runs/final
@@ -27,6 +28,7 @@ from VirtualContrastLib.cli import run_command
 from VirtualContrastLib.model_info import parse_modalities
 
 from .datacards import TRAINING_DATA
+from .evaluate import PERTURBATIONS
 
 PROG = "virtual-contrast-train"
 NO_MAP_HELP = "ship the network's own output: leave out the run's output map (calibrate) even where one was fitted"
@@ -84,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoints(args.checkpoints, args.data, args.out, table=args.table,
                                   labels=args.labels.split(",") if args.labels else None, reference=args.reference,
                                   device=args.device, max_cases=args.max_cases, montage=not args.no_montage, tta=args.tta,
-                                  overlap=args.overlap)
+                                  overlap=args.overlap, detection_floor=args.detection_floor, perturb=args.perturb)
     print((Path(args.out) / f"table_{args.table}.md").read_text(encoding="utf-8"))
     print(f"{len(result['cases'])} cases; tables and montage in {args.out}")
     return 0
@@ -139,6 +141,17 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_get_brats2018(args: argparse.Namespace) -> int:
+    """Extract the 42 real BraTS 2018 cases of the project's manifest from clones of the two public repositories."""
+    from .realdata import REPOSITORIES, extract
+
+    clones = dict(zip(REPOSITORIES, (args.deepbrainseg, args.bioexp)))
+    written = extract(args.dest, clones, args.cases.split(",") if args.cases else None,
+                      progress=None if args.quiet else lambda text: print(f"extracted {text}", file=sys.stderr))
+    print(f"{written} file(s) written, every file SHA-256-checked; cases and splits in {args.dest} ({args.dest / 'splits.tsv'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The training command line parser."""
     parser = argparse.ArgumentParser(prog=PROG, description="Train and evaluate VirtualContrast models. " + INTENDED_USE)
@@ -152,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1000, help="first seed; splits take consecutive seed ranges")
     p.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size in mm")
     p.set_defaults(func=cmd_make_phantoms)
+
+    p = sub.add_parser("get-brats2018", help="extract the 42 real BraTS 2018 cases (34 train, 8 val) from clones of their public repositories")
+    p.add_argument("dest", type=Path, help="output folder: DEST/<case>/{t1,t1c,t2,flair,seg}.nii.gz and DEST/splits.tsv")
+    p.add_argument("deepbrainseg", type=Path, help="clone of https://github.com/koriavinash1/DeepBrainSeg (or its bare git folder)")
+    p.add_argument("bioexp", type=Path, help="clone of https://github.com/koriavinash1/BioExp (or its bare git folder)")
+    p.add_argument("--cases", help="comma-separated case ids (default: all 42)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_get_brats2018)
 
     p = sub.add_parser("prepare", help="register, resample, mask, normalize and cache a dataset")
     p.add_argument("data", type=Path, help="folder of case folders, or a CSV manifest")
@@ -194,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true")
     p.add_argument("--overlap", type=float, help="slab overlap fraction (default: the engine's, 1/3)")
     p.add_argument("--no-montage", action="store_true")
+    p.add_argument("--detection-floor", type=Path, metavar="TRAIN_CACHE",
+                   help="also score the detection floor, a voxel classifier fitted on this prepared training cache")
+    p.add_argument("--perturb", choices=PERTURBATIONS, help="score robustness: the models see inputs with a random bias field "
+                   "or T2/ADC/FLAIR as 5 mm slices (the truth is unchanged)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("fit-threshold", help="fit the enhancement threshold on training cases' true subtraction maps")

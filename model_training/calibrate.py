@@ -44,7 +44,7 @@ def calibrate_run(run_dir: str | Path, cache_dir: str | Path, device: str = "aut
     for number, case_id in enumerate(case_ids, 1):
         case = load_case(cache_dir, case_id)
         brain = case["mask"] > 0
-        prediction = synthesize_case(model, case, device)
+        prediction, _ = synthesize_case(model, case, device)
         # The engine writes the prediction into the T1's intensity window; undo that to get the network's [0, 1] output.
         low, high = intensity_range(case["raw_t1"], brain, spec)
         outputs.append((prediction[brain] - low) / (high - low))

@@ -41,9 +41,10 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "II": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr"), (BRAIN, "ssim_2d")],
     "III": [(BRAIN, "psnr"), (BRAIN, "ssim_2d"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
     "V": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
-    "E": [(BRAIN, "psnr"), (ENHANCING, "psnr"), (ENHANCEMENT, "subtraction_psnr"), (ENHANCEMENT, "subtraction_ssim_3d"),
+    "E": [(BRAIN, "psnr"), (ENHANCING, "psnr"), (BRAIN, "sharpness"), (ENHANCEMENT, "subtraction_psnr"), (ENHANCEMENT, "subtraction_ssim_3d"),
           (ENHANCEMENT, "lesion_sensitivity"), (ENHANCEMENT, "pooled_lesion_sensitivity"), (ENHANCEMENT, "false_blobs"),
-          (ENHANCEMENT, "false_blob_ml"), (ENHANCEMENT, "blobs"), (ENHANCEMENT, "true_blobs")],
+          (ENHANCEMENT, "false_blob_ml"), (ENHANCEMENT, "blobs"), (ENHANCEMENT, "true_blobs"), (ENHANCEMENT, "lesion_f1"),
+          (ENHANCEMENT, "auc_brain"), (ENHANCEMENT, "auc_tumour")],
     "fig7": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
     "fig9": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
 }
@@ -64,11 +65,13 @@ def true_subtraction(case: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1c",
-          true_map: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+          true_map: np.ndarray | None = None, predicted_map: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """VC-Eval-1 metrics ``{region: {metric: value}}`` of one prediction (z, y, x) on a cached case.
 
-    A CE-T1 prediction on a labelled case also gets the enhancement metrics (region "enhancement");
-    ``true_map`` (:func:`true_subtraction`, computed when not given) saves recomputing it per model.
+    A CE-T1 prediction on a labelled case also gets the enhancement metrics (region "enhancement") of
+    ``predicted_map``, the enhancement map the product shows (the synthesis result's; computed from the
+    prediction when not given, as for the floors); ``true_map`` (:func:`true_subtraction`, computed when not
+    given) saves recomputing it per model.
     """
     from VirtualContrastLib import enhancement, metrics
 
@@ -76,10 +79,47 @@ def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1
     result = metrics.evaluate_case(prediction, case[f"raw_{target}"], brain, regions=regions_of(case))
     if target == "t1c" and "labels" in case:
         true_map = true_subtraction(case) if true_map is None else true_map
-        result[ENHANCEMENT] = enhancement.enhancement_metrics(
-            enhancement.subtraction_map(prediction, case["raw_t1"], brain), true_map, case["labels"], brain, array_spacing(case))
+        predicted_map = enhancement.subtraction_map(prediction, case["raw_t1"], brain) if predicted_map is None else predicted_map
+        result[ENHANCEMENT] = enhancement.enhancement_metrics(predicted_map, true_map, case["labels"], brain, array_spacing(case))
     return {region: {metric: float(value) for metric, value in values.items() if metric != "voxels"}
             for region, values in result.items() if values.get("voxels", 1) > 0}
+
+
+#: Input perturbations of ``evaluate --perturb`` (robustness to other scanners and pipelines): a smooth random
+#: multiplicative bias field on every input (up to about ±35 %, one field per input), or T2/ADC/FLAIR acquired as
+#: 5 mm axial slices (averaged over 5-slice blocks and interpolated back onto the 1 mm grid, as the engine
+#: resamples a thick series onto the T1's). The target and the T1 of the true map are never perturbed.
+PERTURBATIONS = ("bias", "thick")
+
+#: Slices per thick slice of the "thick" perturbation (5 mm on BraTS's 1 mm grid).
+THICK_SLICES = 5
+
+
+def perturb_inputs(case: dict[str, np.ndarray], inputs: Sequence[str], kind: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """A copy of ``case`` whose model inputs (``raw_<input>``) carry perturbation ``kind`` (:data:`PERTURBATIONS`)."""
+    from scipy import ndimage
+
+    if kind not in PERTURBATIONS:
+        raise InputError(f"unknown perturbation {kind!r}; known: {', '.join(PERTURBATIONS)}")
+    rng = np.random.default_rng(seed)
+    out = dict(case)
+    for modality in inputs:
+        image = case[f"raw_{modality}"].astype(np.float32)
+        if kind == "bias":
+            # A 4x4x4 grid of random log-gains, smoothly interpolated over the volume: a coil-like bias field.
+            coarse = rng.uniform(-0.3, 0.3, (4, 4, 4))
+            field = ndimage.zoom(coarse, [n / 4 for n in image.shape], order=3, mode="nearest")[tuple(slice(0, n) for n in image.shape)]
+            out[f"raw_{modality}"] = (image * np.exp(field)).astype(np.float32)
+        elif modality != "t1":
+            depth = image.shape[0]
+            blocks = -(-depth // THICK_SLICES)
+            padded = np.concatenate([image, np.repeat(image[-1:], blocks * THICK_SLICES - depth, axis=0)])
+            thick = padded.reshape(blocks, THICK_SLICES, *image.shape[1:]).mean(axis=1)
+            centres = (np.arange(depth) - (THICK_SLICES - 1) / 2) / THICK_SLICES
+            out[f"raw_{modality}"] = ndimage.map_coordinates(
+                thick, np.meshgrid(np.clip(centres, 0, blocks - 1), *(np.arange(n) for n in image.shape[1:]), indexing="ij"),
+                order=1).astype(np.float32)
+    return out
 
 
 def linear_label(inputs: Sequence[str]) -> str:
@@ -88,8 +128,10 @@ def linear_label(inputs: Sequence[str]) -> str:
 
 
 def is_floor(name: str) -> bool:
-    """True for the rows of the floors (identity and linear), which are not models."""
-    return name == IDENTITY or name.startswith(f"{LINEAR} (")
+    """True for the rows of the floors (identity, linear and detection), which are not models."""
+    from .detection_floor import DETECTION_FLOOR
+
+    return name in (IDENTITY, DETECTION_FLOOR) or name.startswith(f"{LINEAR} (")
 
 
 def linear_prediction(case: dict[str, np.ndarray], inputs: Sequence[str]) -> np.ndarray:
@@ -142,8 +184,9 @@ def fit_threshold(cache_dir: str | Path, out_path: str | Path) -> dict[str, Any]
 
 
 def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False,
-                    overlap: float | None = None) -> np.ndarray:
-    """The engine's prediction for a cached case (slab ``overlap``: the engine's default), as an array on the case grid."""
+                    overlap: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's synthetic CE-T1 and enhancement map for a cached case (slab ``overlap``: the engine's default),
+    as arrays on the case grid."""
     from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
     grid = {key: case[key] for key in ("spacing", "origin", "direction")}
@@ -154,20 +197,29 @@ def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto
     mask = image_from_array(case["mask"], grid)
     options = SynthesisOptions(device=str(device), tta=tta, **({} if overlap is None else {"overlap": overlap}))
     result = synthesize(images, model, brain_mask=mask, options=options)
-    return sitk.GetArrayFromImage(result.synthetic)
+    return sitk.GetArrayFromImage(result.synthetic), sitk.GetArrayFromImage(result.subtraction)
 
 
 def evaluate_network(network: Any, config: ModelConfig, cache_dir: str | Path, case_ids: Sequence[str],
                      device: Any = "cpu", options: dict[str, Any] | None = None) -> list[dict[str, dict[str, float]]]:
-    """Score a live network (e.g. during training) on cached cases through the engine."""
+    """Score a live network (e.g. during training) on cached cases through the engine; the brain region also
+    carries the identity floor's PSNR (``identity_psnr``), which gated selection rules compare against."""
+    from VirtualContrastLib.metrics import percentile_normalize, psnr
     from VirtualContrastLib.registry import LoadedModel
 
     was_training = network.training
     network.eval()
     model = LoadedModel(name="validation", config=config, network=network, sha256="", path=Path(cache_dir))
+    scores = []
     try:
-        return [score(synthesize_case(model, case, str(device), bool((options or {}).get("tta"))), case, config.target)
-                for case in (load_case(cache_dir, case_id) for case_id in case_ids)]
+        for case in (load_case(cache_dir, case_id) for case_id in case_ids):
+            synthetic, shown = synthesize_case(model, case, str(device), bool((options or {}).get("tta")))
+            result = score(synthetic, case, config.target, predicted_map=shown)
+            brain = case["mask"] > 0
+            result[BRAIN]["identity_psnr"] = psnr(percentile_normalize(case["raw_t1"], brain),
+                                                  percentile_normalize(case[f"raw_{config.target}"], brain), brain)
+            scores.append(result)
+        return scores
     finally:
         network.train(was_training)
 
@@ -191,9 +243,19 @@ def sweep_value(training: dict[str, Any], table: str) -> str:
 def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, table: str = "I",
                          labels: Sequence[str] | None = None, reference: str | None = None, device: str = "auto",
                          max_cases: int | None = None, montage: bool = True, tta: bool = False,
-                         overlap: float | None = None) -> dict[str, Any]:
-    """Run checkpoints over a prepared test set and write the table (Markdown, CSV), per-case CSV and montage."""
+                         overlap: float | None = None, detection_floor: str | Path | None = None,
+                         perturb: str | None = None) -> dict[str, Any]:
+    """Run checkpoints over a prepared test set and write the table (Markdown, CSV), per-case CSV and montage.
+
+    With ``detection_floor`` (a prepared training cache with labels) the detection floor
+    (:mod:`model_training.detection_floor`) is fitted on its training cases on the first model's inputs and
+    scored beside the models: its map is the classifier's, its image the pre-contrast T1 (it synthesizes none).
+    With ``perturb`` (:data:`PERTURBATIONS`) the models and the detection floor see perturbed inputs, scored
+    against the unperturbed truth.
+    """
     from VirtualContrastLib.registry import load_model
+
+    from .detection_floor import DETECTION_FLOOR, fit_detection_floor, floor_map
 
     if table not in TABLES:
         raise InputError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
@@ -211,17 +273,26 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
         raise InputError(f"{cache_dir} holds no prepared cases")
     # One linear floor per distinct input set of the CE-T1 models, in model order.
     floors = {linear_label(m.config.inputs): list(m.config.inputs) for m in models if m.config.target == "t1c"}
+    classifier = None
+    if detection_floor is not None:
+        classifier = fit_detection_floor(detection_floor, training_case_ids(detection_floor, labelled=True), models[0].config.inputs)
+        floors[DETECTION_FLOOR] = list(models[0].config.inputs)
     results: dict[str, list[dict[str, dict[str, float]]]] = {IDENTITY: [], **{f: [] for f in floors}, **{name: [] for name in names}}
     first_case, first_predictions = None, {}
     for case_id in case_ids:
         case = load_case(cache_dir, case_id)
+        seen = case if perturb is None else perturb_inputs(case, sorted({m for model in models for m in model.config.inputs}),
+                                                           perturb, seed=len(results[IDENTITY]))
         true_map = true_subtraction(case) if "labels" in case else None
         results[IDENTITY].append(score(case["raw_t1"], case, true_map=true_map))
         for floor, inputs in floors.items():
-            results[floor].append(score(linear_prediction(case, inputs), case, true_map=true_map))
+            if floor == DETECTION_FLOOR:
+                results[floor].append(score(case["raw_t1"], case, true_map=true_map, predicted_map=floor_map(classifier, seen, inputs)))
+            else:
+                results[floor].append(score(linear_prediction(case, inputs), case, true_map=true_map))
         for model, name in zip(models, names):
-            prediction = synthesize_case(model, case, device, tta, overlap)
-            results[name].append(score(prediction, case, model.config.target, true_map))
+            prediction, shown = synthesize_case(model, seen, device, tta, overlap)
+            results[name].append(score(prediction, case, model.config.target, true_map, shown))
             if first_case is None:
                 first_predictions[name] = prediction
         if first_case is None:
@@ -231,7 +302,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
         raise InputError(f"reference model {reference!r} is not among {names}")
     sweep = {name: sweep_value(model.training, table) for model, name in zip(models, names)}
     rows = table_rows(results, TABLES[table], reference, sweep)
-    settings = f", slab overlap {overlap:.2f}" if overlap is not None else ""
+    settings = (f", slab overlap {overlap:.2f}" if overlap is not None else "") + (f", inputs perturbed: {perturb}" if perturb else "")
     write_table(rows, out_dir / f"table_{table}",
                 title=f"Table {table}: {len(case_ids)} cases of {Path(cache_dir).name}, reference {reference}{settings}")
     write_per_case(results, case_ids, out_dir / f"per_case_{table}.csv")
@@ -284,7 +355,10 @@ def write_table(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± std over cases (VC-Eval-1); p: paired t-test against the reference model. "
               "'identity (T1)' is the floor: the normalized pre-contrast T1 taken as the prediction; 'linear (…)' is the "
-              "per-case linear floor: a least-squares fit of the CE-T1 on those inputs inside the brain of the case itself."]
+              "per-case linear floor: a least-squares fit of the CE-T1 on those inputs inside the brain of the case itself; "
+              "the detection floor (where shown) is a voxel classifier on multi-scale intensity features fitted on the "
+              "training cases, scored on its map (its image is the T1). Sharpness: mean gradient magnitude in the brain, "
+              "prediction ÷ true CE-T1."]
     if any(column.startswith(ENHANCEMENT) for column in columns):
         from VirtualContrastLib.enhancement import DEFINITION
 

@@ -21,6 +21,10 @@
   mean, so the output's top percentiles come out compressed; every automatic window and VC-Eval-1
   scale an image by its own 0.5/99.5 % percentiles, which then shows the whole brain too bright.
   The term asks for the target's intensity distribution without saying where each value goes.
+- Detection term (ours, for networks with a detection channel; weight ``loss.detection``): binary
+  cross-entropy plus soft Dice between the channel's probability and the slab's enhancement target
+  (:mod:`model_training.sampling`), both over the brain. Enhancing voxels are rare (about 0.5 % of a
+  slab): BCE alone is content to say "never", Dice weighs the few positives as much as the many negatives.
 """
 
 from __future__ import annotations
@@ -90,11 +94,23 @@ def histogram_distance(prediction: torch.Tensor, target: torch.Tensor, brain: to
     return torch.stack(distances).mean() if distances else prediction.sum() * 0.0
 
 
+def detection_loss(logits: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice of enhancement logits (B, 1, D, H, W) against a 0/1 target, over the brain voxels of the batch."""
+    brain = brain.float()
+    voxels = brain.sum().clamp_min(1.0)
+    bce = (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * brain).sum() / voxels
+    probability = torch.sigmoid(logits) * brain
+    overlap = (probability * target).sum()
+    # The +1 smooths a batch with no positives: Dice then asks only for low probabilities.
+    dice = 1.0 - (2.0 * overlap + 1.0) / (probability.sum() + (target * brain).sum() + 1.0)
+    return bce + dice
+
+
 class VirtualContrastLoss(nn.Module):
-    """λ1·MAE + λ2·SSIM loss (2D per slice) + λ3·local loss (+ λh·histogram term); ``weights`` is set per stage."""
+    """λ1·MAE + λ2·SSIM loss (2D per slice) + λ3·local loss (+ λh·histogram + λd·detection); ``weights`` is set per stage."""
 
     def __init__(self, weights: tuple[float, float, float] = (1.0, 1.0, 1.0), delta: float = DEFAULT_DELTA, delta_max: float | None = None,
-                 histogram_weight: float = 0.0) -> None:
+                 histogram_weight: float = 0.0, detection_weight: float = 0.0) -> None:
         super().__init__()
         from monai.losses import SSIMLoss
 
@@ -102,13 +118,21 @@ class VirtualContrastLoss(nn.Module):
         self.delta = delta
         self.delta_max = delta_max
         self.histogram_weight = histogram_weight
+        self.detection_weight = detection_weight
         self.ssim = SSIMLoss(spatial_dims=2, data_range=1.0)
 
     def terms(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor,
-              region: torch.Tensor | None = None, brain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              region: torch.Tensor | None = None, brain: torch.Tensor | None = None,
+              enhancing: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Unweighted terms for tensors (B, 1, D, H, W): ``mae``, ``ssim``, ``local`` (over ``region`` when given, else M),
-        and ``histogram`` over ``brain`` when the histogram weight is on."""
-        prediction = prediction.float()
+        ``histogram`` over ``brain`` when the histogram weight is on, and ``detection`` when ``prediction`` has the
+        detection channel (B, 2, D, H, W) and its weight is on (then ``enhancing`` and ``brain`` are needed)."""
+        detection = None
+        if prediction.shape[1] > 1 and self.detection_weight > 0:
+            if enhancing is None or brain is None:
+                raise ValueError("the detection term needs the slabs' enhancement target and brain mask")
+            detection = detection_loss(prediction[:, 1:2].float(), enhancing.float(), brain)
+        prediction = prediction[:, :1].float()
         target = target.float()
         error = (prediction - target).abs()
         mask = region.float() if region is not None else enhancement_mask(target, t1.float(), self.delta, self.delta_max)
@@ -123,13 +147,18 @@ class VirtualContrastLoss(nn.Module):
             if brain is None:
                 raise ValueError("the histogram term needs the brain mask of the slabs")
             terms["histogram"] = histogram_distance(prediction, target, brain)
+        if detection is not None:
+            terms["detection"] = detection
         return terms
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor, t1: torch.Tensor,
-                region: torch.Tensor | None = None, brain: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                region: torch.Tensor | None = None, brain: torch.Tensor | None = None,
+                enhancing: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total and the unweighted terms."""
-        terms = self.terms(prediction, target, t1, region, brain)
+        terms = self.terms(prediction, target, t1, region, brain, enhancing)
         total = self.weights[0] * terms["mae"] + self.weights[1] * terms["ssim"] + self.weights[2] * terms["local"]
         if "histogram" in terms:
             total = total + self.histogram_weight * terms["histogram"]
+        if "detection" in terms:
+            total = total + self.detection_weight * terms["detection"]
         return total, terms

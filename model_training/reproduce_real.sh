@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# Rebuild the bundled real-data T1+T2+FLAIR model and its validation table from the 42 BraTS 2018 cases of
-# shared/realdata: extract -> prepare (train and val splits) -> train (round 2, then round 5 from it) ->
-# calibrate -> evaluate -> bundle.
-# usage (from the repository root; the git dirs are what fetching github:koriavinash1/DeepBrainSeg and
-# github:koriavinash1/BioExp returned, see shared/realdata/README.md):
-#   bash model_training/reproduce_real.sh WORKDIR DEEPBRAINSEG_GIT_DIR BIOEXP_GIT_DIR
+# Rebuild the bundled real-data T1+T2+FLAIR models and their validation tables from the 42 BraTS 2018 cases
+# of the project's manifest (model_training/data/brats2018_manifest.tsv): extract -> prepare (train and val
+# splits) -> train (round 2, round 5 from it, then the residual + detection model from round 5) -> calibrate ->
+# evaluate -> bundle.
+# usage (from the repository root; DEEPBRAINSEG and BIOEXP are clones of https://github.com/koriavinash1/DeepBrainSeg
+# and https://github.com/koriavinash1/BioExp, or their bare git folders):
+#   bash model_training/reproduce_real.sh WORKDIR DEEPBRAINSEG BIOEXP
 # STEPS picks the steps (default "extract prepare train calibrate evaluate bundle"), e.g. STEPS="evaluate" on a finished run.
-# REALDATA points at shared/realdata (default: ../shared/realdata beside the repository).
 set -euo pipefail
-[[ $# == 3 ]] || { echo "usage: $0 WORKDIR DEEPBRAINSEG_GIT_DIR BIOEXP_GIT_DIR" >&2; exit 2; }
+[[ $# == 3 ]] || { echo "usage: $0 WORKDIR DEEPBRAINSEG BIOEXP" >&2; exit 2; }
 work=$1; dbs=$2; bioexp=$3
 steps=" ${STEPS:-extract prepare train calibrate evaluate bundle} "
 repo=$(cd "$(dirname "$0")/.." && pwd)
-realdata=${REALDATA:-$repo/../shared/realdata}
 results="$repo/model_training/results/real"
 run="$work/runs/brats_flair"          # round 2: fine-tuned from the phantom-trained FLAIR model
-run5="$work/runs/brats_flair_round5"  # round 5: round 2's selected weights + the histogram term (the bundled model)
+run5="$work/runs/brats_flair_round5"  # round 5: round 2's selected weights + the histogram term
+rundet="$work/runs/brats_flair_resdet" # residual CE-T1 + detection head, from round 5's weights
 mkdir -p "$work"
 
-[[ $steps != *" extract "* ]] || bash "$realdata/extract.sh" "$work/brats" "$dbs" "$bioexp"
+[[ $steps != *" extract "* ]] || virtual-contrast-train get-brats2018 "$work/brats" "$dbs" "$bioexp" --quiet
 
 if [[ $steps == *" prepare "* ]]; then
   # BraTS cases are co-registered and skull-stripped: no registration; labels 4 (enhancing) are stored as 3.
@@ -35,6 +35,9 @@ if [[ $steps == *" train "* ]]; then
   virtual-contrast-train train brats_flair --out "$run" "${data[@]}" "${resume[@]}"
   resume=(); [[ -f $run5/state.pt ]] && resume=(--resume)
   virtual-contrast-train train brats_flair_round5 --out "$run5" --set "init=$run/best.pt" "${data[@]}" "${resume[@]}"
+  # The config's init names the bundled round 5 model; round 5's best.pt holds the same weights.
+  resume=(); [[ -f $rundet/state.pt ]] && resume=(--resume)
+  virtual-contrast-train train brats_flair_resdet --out "$rundet" --set "init=$run5/best.pt" "${data[@]}" "${resume[@]}"
 fi
 
 # The output calibrations, fitted on the 34 training cases only (RUN/output_map.json; export ships it unless

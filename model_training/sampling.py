@@ -6,7 +6,12 @@ Options: an in-plane random crop, over-sampling of slabs that contain enhancemen
 enhancing-tumour label where a case has labels, else Y − X_T1 > δ inside the brain; with a crop, placed to
 hold one of the slab's enhancing voxels), the
 local-loss region from the labels (``local_labels``), and augmentation (in-plane flips, small intensity scale/shift of
-the inputs) — both off by default, as in the paper. Slab starts only cover slabs that touch the
+the inputs; with ``robust_augment`` also MONAI's random bias field, gamma, Gaussian noise and blur of each
+input, for scanners and pipelines other than the training set's) — all off by default, as in the paper.
+For a network with a detection channel each slab also carries its enhancement target ``enhancing``: the
+enhancing-tumour label, plus, outside the labelled tumour, the voxels whose true subtraction map
+(:func:`VirtualContrastLib.enhancement.subtraction_map`) exceeds the detection threshold (vessels, dura and
+plexus enhance in a real CE-T1 too); necrosis and oedema are negatives. Slab starts only cover slabs that touch the
 brain (the paper drops the empty top and bottom slices) and include the last possible start.
 
 Draws depend only on (seed, epoch, index), so the dataset is a plain map-style dataset: it works
@@ -24,7 +29,9 @@ from torch.utils.data import Dataset
 
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import MissingModalityError
+from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, subtraction_map
 from VirtualContrastLib.metrics import ENHANCING_LABEL
+from VirtualContrastLib.networks import has_detection
 
 from .losses import DEFAULT_DELTA
 
@@ -38,6 +45,7 @@ class SamplingOptions:
     enhancement_fraction: float = 0.0
     min_enhancing_voxels: int = 20
     augment: bool = False
+    robust_augment: bool = False
     delta: float = DEFAULT_DELTA
     local_labels: tuple[int, ...] | None = None
 
@@ -97,8 +105,9 @@ class SlabDataset(Dataset):
                 "t1": t1,
                 "mask": case["mask"],
                 **({"region": np.isin(case["labels"], options.local_labels).astype(np.uint8)} if options.local_labels else {}),
+                **({"enhancing": detection_target(case, config.target)} if has_detection(config) else {}),
                 "valid": valid,
-                "enhancing": rich,
+                "rich": rich,
                 # Enhancing voxels (z, y, x) in slice order: an enhancement draw centres its crop on one of them.
                 "enhancing_voxels": np.argwhere(enhancing).astype(np.int32),
             })
@@ -120,8 +129,8 @@ class SlabDataset(Dataset):
         height, width = case["mask"].shape[1:]
         y0 = int(rng.integers(max(height - self.shape[0], 0) + 1)) if self.options.crop else 0
         x0 = int(rng.integers(max(width - self.shape[1], 0) + 1)) if self.options.crop else 0
-        if len(case["enhancing"]) and rng.random() < self.options.enhancement_fraction:
-            start = int(rng.choice(case["enhancing"]))
+        if len(case["rich"]) and rng.random() < self.options.enhancement_fraction:
+            start = int(rng.choice(case["rich"]))
             if self.options.crop:
                 # A random crop of the slice would miss a small tumour most of the time: put one of the slab's
                 # enhancing voxels in the crop, anywhere but its outer quarter.
@@ -139,7 +148,7 @@ class SlabDataset(Dataset):
             "target": case["target"][region][None],
             "t1": case["t1"][region][None],
             "mask": case["mask"][region][None],
-            **({"region": case["region"][region][None]} if "region" in case else {}),
+            **({key: case[key][region][None] for key in ("region", "enhancing") if key in case}),
         }
         out = {}
         for key, array in arrays.items():
@@ -148,6 +157,8 @@ class SlabDataset(Dataset):
             out[key] = padded
         if self.options.augment:
             out = self._augment(out, rng)
+        if self.options.robust_augment:
+            out["inputs"] = robust_augment(out["inputs"], out["mask"][0] > 0, rng)
         return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in out.items()}
 
     @staticmethod
@@ -163,3 +174,32 @@ class SlabDataset(Dataset):
             inputs[channel] = np.where(inside[0], np.clip(scaled, 0.0, 1.0), 0.0)
         slab["inputs"] = inputs
         return slab
+
+
+def detection_target(case: dict[str, np.ndarray], target: str = "t1c") -> np.ndarray:
+    """0/1 enhancement target of a prepared case (module docstring): enhancing label, or true map > T outside the tumour."""
+    brain = case["mask"] > 0
+    true_map = subtraction_map(case[f"norm_{target}"], case["norm_t1"], brain)
+    if "labels" not in case:
+        return (true_map > ENHANCEMENT_THRESHOLD).astype(np.uint8)
+    labels = case["labels"]
+    return ((labels == ENHANCING_LABEL) | ((labels == 0) & (true_map > ENHANCEMENT_THRESHOLD))).astype(np.uint8)
+
+
+def robust_augment(inputs: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """MONAI's random bias field, gamma, Gaussian noise and in-plane blur, drawn anew for each input channel (C, D, H, W)."""
+    from monai.transforms import Compose, RandAdjustContrast, RandBiasField, RandGaussianNoise, RandGaussianSmooth
+
+    transform = Compose([
+        RandBiasField(degree=3, coeff_range=(0.0, 0.3), prob=0.5),
+        RandAdjustContrast(gamma=(0.7, 1.5), prob=0.5),
+        RandGaussianNoise(std=0.03, prob=0.3),
+        # In-plane blur only: the slab's 3 slices are too few to blur across.
+        RandGaussianSmooth(sigma_x=(0.0, 0.0), sigma_y=(0.25, 1.25), sigma_z=(0.25, 1.25), prob=0.3),
+    ])
+    transform.set_random_state(seed=int(rng.integers(2**31)))
+    out = inputs.copy()
+    for channel in range(out.shape[0]):
+        augmented = np.asarray(transform(out[channel][None]))[0]
+        out[channel] = np.where(brain, np.clip(augmented, 0.0, 1.0), 0.0)
+    return out

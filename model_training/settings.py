@@ -9,10 +9,11 @@ are merged over the parent's recursively (dicts merge, everything else replaces)
   working directory), or ``val_fraction`` to split ``train`` deterministically by ``seed``;
   ``max_val_cases`` to bound validation time.
 - ``sampling``: ``batch_size`` (per process), ``slabs_per_epoch``, ``crop``,
-  ``enhancement_fraction``, ``augment`` (see :mod:`model_training.sampling`).
+  ``enhancement_fraction``, ``augment``, ``robust_augment`` (see :mod:`model_training.sampling`).
 - ``loss``: ``delta`` (δ of the mask M), ``delta_max``; ``local_labels``: tumour label values
   (prepared convention, 3 = enhancing) whose voxels form the local-loss region instead of M;
-  ``histogram``: weight of the histogram term (default 0, off; see :mod:`model_training.losses`).
+  ``histogram``: weight of the histogram term (default 0, off; see :mod:`model_training.losses`);
+  ``detection``: weight of the detection term for networks with a detection channel (default 1).
 - ``schedule``: list of stages ``{"epochs", "weights": [λ1, λ2, λ3], "lr"}``.
 - ``optimizer``: Adam ``betas``; ``reset_between_stages`` (the authors re-compiled the Keras model
   for phase 2, which starts a fresh Adam state).
@@ -49,6 +50,15 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 SELECTION_RULES: dict[str, tuple[str, ...]] = {
     "brain_psnr": ("val_brain_psnr",),
     "brain_et_psnr": ("val_brain_psnr", "val_enhancing_tumour_psnr"),
+    "clinical": ("val_enhancement_lesion_f1", "val_enhancement_auc_brain"),
+}
+
+#: Rules with a gate: an epoch that fails it gets no score. ``clinical`` (what the user sees) asks for lesions
+#: found (mean lesion F1, false enhancing blobs counting as false positives) and for a map that ranks enhancing
+#: tumour above the brain away from it (voxel AUC), gated by a brain PSNR not below the identity floor's and at
+#: least one detected lesion: a checkpoint that finds no lesion cannot win.
+SELECTION_GATES: dict[str, tuple[tuple[str, str], ...]] = {
+    "clinical": (("val_brain_psnr", "val_brain_identity_psnr"), ("val_enhancement_lesions_detected", "")),
 }
 
 
@@ -107,6 +117,7 @@ class TrainConfig:
     delta: float = 0.1
     delta_max: float | None = None
     histogram_weight: float = 0.0
+    detection_weight: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     reset_between_stages: bool = True
     precision: str = "auto"
@@ -135,8 +146,8 @@ class TrainConfig:
             select = dict(data.get("validation", {})).get("select", "brain_psnr")
             if select not in SELECTION_RULES:
                 raise ValueError(f"validation.select must be one of {', '.join(SELECTION_RULES)}, not {select!r}")
-            if float(loss.get("histogram", 0.0)) < 0:
-                raise ValueError("loss.histogram must be >= 0")
+            if float(loss.get("histogram", 0.0)) < 0 or float(loss.get("detection", 1.0)) < 0:
+                raise ValueError("loss.histogram and loss.detection must be >= 0")
             if batch_size < 1 or sampling.slabs_per_epoch < batch_size:
                 raise ValueError("need batch_size >= 1 and slabs_per_epoch >= batch_size")
             return cls(
@@ -149,6 +160,7 @@ class TrainConfig:
                 delta=float(loss.get("delta", 0.1)),
                 delta_max=loss.get("delta_max"),
                 histogram_weight=float(loss.get("histogram", 0.0)),
+                detection_weight=float(loss.get("detection", 1.0)),
                 betas=tuple(optimizer.get("betas", (0.9, 0.999))),
                 reset_between_stages=bool(optimizer.get("reset_between_stages", True)),
                 precision=precision,

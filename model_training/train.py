@@ -44,17 +44,22 @@ from VirtualContrastLib.options import autocast_dtype
 from .losses import VirtualContrastLoss, stage_at, total_epochs
 from .prepare import check_normalization, load_case, load_index
 from .sampling import SlabDataset
-from .settings import SELECTION_RULES, TrainConfig
+from .settings import SELECTION_GATES, SELECTION_RULES, TrainConfig
 
 STATE_NAME = "state.pt"
 BEST_NAME = "best.pt"
 
 
 def selection_score(row: dict[str, Any], rule: str) -> float | None:
-    """The score of a validated epoch under a selection rule; None when a key it needs is missing or NaN."""
+    """The score of a validated epoch under a selection rule; None when a key it needs is missing or NaN, or the
+    rule's gate (:data:`SELECTION_GATES`: each value must exceed, or equal, the other key's, or 0) is not passed."""
     values = [row.get(key) for key in SELECTION_RULES[rule]]
     if any(value is None or not np.isfinite(value) for value in values):
         return None
+    for key, floor in SELECTION_GATES.get(rule, ()):
+        value, bar = row.get(key), row.get(floor) if floor else 0.0
+        if value is None or bar is None or not np.isfinite(value) or not np.isfinite(bar) or value < bar or (not floor and value <= 0):
+            return None
     return float(np.mean(values))
 
 
@@ -98,10 +103,23 @@ def initialize_from(network: torch.nn.Module, config: ModelConfig, source: str) 
 
     loaded = load_model(source, device="cpu")
     theirs, ours = loaded.config, config
-    if theirs.architecture != ours.architecture or theirs.arch_kwargs != ours.arch_kwargs or len(theirs.inputs) != len(ours.inputs):
+    width = lambda c: c.arch_kwargs.get("width")  # noqa: E731
+    if theirs.architecture != ours.architecture or width(theirs) != width(ours) or len(theirs.inputs) != len(ours.inputs):
         raise InputError(f"cannot initialize from {source}: it is a {theirs.architecture} {theirs.arch_kwargs} with "
                          f"{len(theirs.inputs)} inputs, this run a {ours.architecture} {ours.arch_kwargs} with {len(ours.inputs)}")
-    network.load_state_dict(loaded.network.state_dict(), strict=True)
+    if theirs.arch_kwargs == ours.arch_kwargs:
+        network.load_state_dict(loaded.network.state_dict(), strict=True)
+        return
+    # Only the output heads differ (residual / detection): every other tensor is copied, the last
+    # convolution keeps its own initialization (the residual's starts at zero, the identity floor).
+    state, source_state = network.state_dict(), loaded.network.state_dict()
+    last = [name for name in state if name.startswith("head.")][-2:]
+    for name, tensor in state.items():
+        if name in last:
+            continue
+        if name not in source_state or source_state[name].shape != tensor.shape:
+            raise InputError(f"cannot initialize from {source}: its {name} does not match this network's")
+        tensor.copy_(source_state[name])
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -167,7 +185,8 @@ class Trainer:
         self.model = DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.distributed else self.network
         self.amp_dtype = amp_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.loss = VirtualContrastLoss(config.stages[0].weights, config.delta, config.delta_max, config.histogram_weight).to(self.device)
+        self.loss = VirtualContrastLoss(config.stages[0].weights, config.delta, config.delta_max, config.histogram_weight,
+                                        config.detection_weight).to(self.device)
         self.optimizer = self._new_optimizer(config.stages[0].lr)
         self.epoch = 0
         self.stage_index = 0
@@ -187,13 +206,15 @@ class Trainer:
         target = batch["target"].to(self.device, non_blocking=True)
         t1 = batch["t1"].to(self.device, non_blocking=True)
         region = batch["region"].to(self.device, non_blocking=True) if "region" in batch else None
-        # Only the histogram term reads the brain mask: no copy to the device on every step otherwise.
-        brain = batch["mask"].to(self.device, non_blocking=True) if self.loss.histogram_weight > 0 and "mask" in batch else None
+        enhancing = batch["enhancing"].to(self.device, non_blocking=True) if "enhancing" in batch else None
+        # Only the histogram and detection terms read the brain mask: no copy to the device on every step otherwise.
+        needs_brain = self.loss.histogram_weight > 0 or enhancing is not None
+        brain = batch["mask"].to(self.device, non_blocking=True) if needs_brain and "mask" in batch else None
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with autocast:
             prediction = self.model(inputs)
         # The loss runs in fp32: SSIM's variance terms lose too much in half precision.
-        total, terms = self.loss(prediction.float(), target, t1, region, brain)
+        total, terms = self.loss(prediction.float(), target, t1, region, brain, enhancing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)

@@ -21,7 +21,9 @@ class ModelConfig:
     ``inputs`` is the ordered list of input modalities (channel order);
     ``normalization`` is the spec given to :func:`VirtualContrastLib.normalization.normalize`;
     ``slab_depth`` is the number of slices the network sees at once (1 for 2D models);
-    ``output_map`` is the output calibration fitted on training cases (:mod:`VirtualContrastLib.calibration`), or None.
+    ``output_map`` is the output calibration fitted on training cases (:mod:`VirtualContrastLib.calibration`), or None;
+    ``detection_threshold``: for networks with a detection channel, the probability at and above which a voxel
+    is shown as enhancing (:func:`VirtualContrastLib.enhancement.gate_enhancement`).
     """
 
     architecture: str = "hrfcn"
@@ -31,6 +33,7 @@ class ModelConfig:
     slab_depth: int = 3
     normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     output_map: dict[str, list[float]] | None = None
+    detection_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.inputs if m not in MODALITIES]
@@ -44,6 +47,8 @@ class ModelConfig:
             raise ValueError(f"arch_kwargs must be a dict, got {self.arch_kwargs!r}")
         if self.target not in ("t1c", *MODALITIES):
             raise ValueError(f"unknown target {self.target!r}; known: t1c, {', '.join(MODALITIES)}")
+        if not isinstance(self.detection_threshold, (int, float)) or not 0.0 < self.detection_threshold < 1.0:
+            raise ValueError(f"detection_threshold must be a probability in (0, 1), got {self.detection_threshold!r}")
         # Checked here, not at inference, so a bad checkpoint is refused as it loads.
         check_spec(self.normalization)
         check_output_map(self.output_map)

@@ -124,12 +124,27 @@ def linear_floor(target: np.ndarray, inputs: Sequence[np.ndarray], brain_mask: n
     return out
 
 
+def sharpness_ratio(pred: np.ndarray, target: np.ndarray, region: np.ndarray) -> float:
+    """Mean gradient magnitude of ``pred`` over ``region`` divided by that of ``target`` (1 = as sharp; NaN if flat).
+
+    Gradients are taken per voxel index (the images share one grid), so the ratio does not depend on the spacing.
+    A blurred synthetic image has a ratio far below 1, which PSNR forgives.
+    """
+    region = _region(region, np.shape(target))
+    if not region.any():
+        return math.nan
+    magnitude = lambda image: np.sqrt(sum(g.astype(np.float64) ** 2 for g in np.gradient(np.asarray(image, np.float32))))  # noqa: E731
+    reference = float(magnitude(target)[region].mean())
+    return float(magnitude(pred)[region].mean()) / reference if reference > 0 else math.nan
+
+
 def _metrics(pred: np.ndarray, target: np.ndarray, region: np.ndarray) -> dict[str, float]:
     return {
         "mae": mae(pred, target, region),
         "psnr": psnr(pred, target, region),
         "ssim_2d": ssim_2d_slices(pred, target, region),
         "ssim_3d": ssim_3d(pred, target, region),
+        "sharpness": sharpness_ratio(pred, target, region),
     }
 
 
@@ -144,7 +159,7 @@ def evaluate_case(
 ) -> dict[str, dict[str, float]]:
     """VC-Eval-1 metrics of one case, per region.
 
-    Returns ``{region: {"voxels", "mae", "psnr", "ssim_2d", "ssim_3d"}}`` for "brain" and each
+    Returns ``{region: {"voxels", "mae", "psnr", "ssim_2d", "ssim_3d", "sharpness"}}`` for "brain" and each
     entry of ``regions`` (e.g. :func:`brats_regions`; each is intersected with the brain).
     With ``t1`` the identity floor (normalized pre-contrast T1 as the prediction) is added as
     ``identity_mae``, ``identity_psnr``, ``identity_ssim_2d``, ``identity_ssim_3d``; with

@@ -20,7 +20,8 @@ import SimpleITK as sitk
 
 from . import MODALITIES
 from .calibration import apply_output_map
-from .enhancement import subtraction_map
+from .config import ModelConfig
+from .enhancement import gate_enhancement, subtraction_map
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
 from .imageio import check_image
 from .normalization import denormalize
@@ -50,7 +51,8 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (3, 4))
 
 @dataclass
 class SynthesisResult:
-    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), enhancement (subtraction) map, uncertainty."""
+    """Outputs on the T1 grid: synthetic CE-T1 (T1 intensity window), enhancement (subtraction) map, uncertainty,
+    and, for a model with a detection head, the probability that each voxel enhances."""
 
     synthetic: sitk.Image
     subtraction: sitk.Image
@@ -61,6 +63,7 @@ class SynthesisResult:
     device: str = "cpu"
     precision: str = "fp32"
     seconds: float = 0.0
+    probability: sitk.Image | None = None
 
 
 def count_slabs(depth: int, slab_depth: int, overlap: float) -> int:
@@ -166,7 +169,10 @@ def predict_volume(
     on_batch: Callable[[int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mean (and TTA std) prediction (D, H, W) of ``model`` on a normalized (C, D, H, W) working volume.
+    """Mean (and TTA std) prediction (K, D, H, W) of ``model`` on a normalized (C, D, H, W) working volume.
+
+    K is the network's output channels (:func:`VirtualContrastLib.networks.output_channels`): the CE-T1,
+    then the detection logit where the model has one.
 
     The network must already be on ``device``; it is used as it is (never moved nor re-laid out), in
     eval mode for the call and then put back in the mode it was in (a training network passed for
@@ -180,7 +186,7 @@ def predict_volume(
     import torch
     from monai.data.utils import compute_importance_map
 
-    from .networks import in_plane_multiple, uses_channels_last
+    from .networks import in_plane_multiple, output_channels, uses_channels_last
 
     channels_last = uses_channels_last(model.network)
     dtype = autocast_dtype(precision)
@@ -193,7 +199,8 @@ def predict_volume(
 
     def run(inputs: np.ndarray) -> np.ndarray:
         footprint = np.any(inputs != 0, axis=0)
-        total, weight = np.zeros(inputs.shape[1:], np.float32), np.zeros(inputs.shape[1:], np.float32)
+        total = np.zeros((output_channels(model.config), *inputs.shape[1:]), np.float32)
+        weight = np.zeros(inputs.shape[1:], np.float32)
         starts = slab_starts(inputs.shape[1], slab, options.overlap)
         for first in range(0, len(starts), batch_size):
             group = starts[first:first + batch_size]
@@ -209,20 +216,20 @@ def predict_volume(
                     out = model.network(batch)
                 out = out.float().cpu().numpy()
                 for z, prediction in zip(group, out):
-                    total[z:z + slab, rows, cols] += prediction[0] * weights
+                    total[:, z:z + slab, rows, cols] += prediction * weights
                     weight[z:z + slab, rows, cols] += weights
             if on_batch is not None:
                 on_batch(len(group))
         # Voxels no slab window reached lie outside every input's footprint: 0.
-        return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)[:depth]
+        return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)[:, :depth]
 
     predictions = []
     with torch.inference_mode(), _eval_mode(model.network):
         for flip in TTA_FLIPS if options.tta else ((),):
-            # Flip axes are given for (B, C, D, H, W); the working volume here is (C, D, H, W).
+            # Flip axes are given for (B, C, D, H, W); the working volume and the output here are (C, D, H, W).
             axes = tuple(a - 1 for a in flip)
             out = run(np.ascontiguousarray(np.flip(padded, axes)) if flip else padded)
-            predictions.append(np.flip(out, tuple(a - 1 for a in axes)) if flip else out)
+            predictions.append(np.flip(out, axes) if flip else out)
     stack = np.stack(predictions)
     return stack.mean(axis=0), (stack.std(axis=0) if options.tta else None)
 
@@ -395,19 +402,19 @@ def synthesize(
             continue
         aux_inputs = _auxiliary_input(aux, prepared, given, model.config.normalization, multiple, options.min_overlap)
         predicted, _, device, precision = _predict(aux, aux_inputs, options, device, precision, tracker, cancel, notes)
-        predicted = np.clip(predicted, 0.0, 1.0)
+        predicted = np.clip(predicted[0], 0.0, 1.0)
         predicted[~prepared.working_mask] = 0.0
         channels[modality] = predicted.astype(np.float32)
         notes.append(f"{modality.upper()} was not given: predicted from {'+'.join(m.upper() for m in aux.config.inputs)} by auxiliary model {aux.name}")
 
     volume = np.stack([channels[m] for m in model.config.inputs]).astype(np.float32)
     mean, std, device, precision = _predict(model, volume, options, device, precision, tracker, cancel, notes)
-    result = _postprocess(prepared, mean, std, model.config.output_map)
+    result = _postprocess(prepared, mean, std, model.config)
     tracker.finish("synthesis done")
     return SynthesisResult(
         synthetic=result[0], subtraction=result[1], uncertainty=result[2], brain_mask=prepared.mask,
         notes=notes, model_name=model.name, device=str(device), precision=precision,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, probability=result[3],
     )
 
 
@@ -428,10 +435,12 @@ def _auxiliary_input(
 
 
 def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | None,
-                 output_map: dict[str, list[float]] | None) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
-    """Clamp, calibrate, zero outside the brain, map back onto the T1 grid and into the T1's intensity window."""
-    grid, inside = prepared.grid, prepared.working_mask
-    clipped = np.clip(mean, 0.0, 1.0)
+                 config: ModelConfig) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, sitk.Image | None]:
+    """Clamp, calibrate, zero outside the brain, map back onto the T1 grid and into the T1's intensity window;
+    with a detection channel, gate the CE-T1 and its map by the head's probability (:func:`gate_enhancement`)."""
+    grid, inside, output_map = prepared.grid, prepared.working_mask, config.output_map
+    clipped = np.clip(mean[0], 0.0, 1.0)
+    std = None if std is None else std[0]
     predicted = apply_output_map(clipped, output_map)
     predicted[~inside] = 0.0
     mask = sitk.GetArrayViewFromImage(prepared.mask) > 0
@@ -440,13 +449,23 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
     normalized = sitk.GetArrayFromImage(grid.to_reference(predicted))
     synthetic_array = denormalize(normalized, low, high)
     synthetic_array[~mask] = 0.0
-    subtraction_array = subtraction_map(synthetic_array, sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"])), mask)
+    t1_array = sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"]))
+    probability_array = None
+    if mean.shape[0] > 1:
+        working = np.where(inside, 1.0 / (1.0 + np.exp(-mean[1].astype(np.float64))), 0.0).astype(np.float32)
+        probability_array = sitk.GetArrayFromImage(grid.to_reference(working))
+        probability_array[~mask] = 0.0
+        synthetic_array, subtraction_array = gate_enhancement(synthetic_array, t1_array, mask, probability_array,
+                                                              config.detection_threshold)
+    else:
+        subtraction_array = subtraction_map(synthetic_array, t1_array, mask)
 
     def on_t1_grid(array: np.ndarray) -> sitk.Image:
         image = sitk.GetImageFromArray(array.astype(np.float32))
         image.CopyInformation(prepared.mask)
         return image
 
+    probability = None if probability_array is None else on_t1_grid(probability_array)
     uncertainty = None
     if std is not None:
         # The spread goes through the map as well: half the mapped width of mean +- std.
@@ -454,4 +473,4 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
                   - apply_output_map(np.clip(clipped - std, 0.0, 1.0), output_map)) / 2 if output_map else std
         spread = np.where(inside, mapped, 0.0).astype(np.float32)
         uncertainty = on_t1_grid(sitk.GetArrayFromImage(grid.to_reference(spread)) * np.float32(high - low))
-    return on_t1_grid(synthetic_array), on_t1_grid(subtraction_array), uncertainty
+    return on_t1_grid(synthetic_array), on_t1_grid(subtraction_array), uncertainty, probability

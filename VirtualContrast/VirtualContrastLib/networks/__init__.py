@@ -1,7 +1,8 @@
 """Networks that map a slab of normalized pre-contrast inputs to synthetic CE-T1.
 
-Contract: input (B, len(config.inputs), D, H, W) float32 in [0, 1]; output (B, 1, D, H, W),
-linear (callers clamp to [0, 1]). H and W must be multiples of :func:`in_plane_multiple`.
+Contract: input (B, len(config.inputs), D, H, W) float32 in [0, 1]; output (B, :func:`output_channels`, D, H, W),
+linear: channel 0 the CE-T1 (callers clamp it to [0, 1]), channel 1 (HR-FCN with ``detection``) the
+logit that the voxel enhances. H and W must be multiples of :func:`in_plane_multiple`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ ARCHITECTURES: dict[str, str] = {
     "unet2d": "MONAI 2D U-Net applied slice by slice",
 }
 
-_ARCH_KWARGS = {"width"}
+_ARCH_KWARGS = {"width", "residual", "detection"}
+
+#: Options only the HR-FCN variants have (see :mod:`.hrfcn`).
+_HRFCN_ONLY = ("residual", "detection")
 
 
 def _check(config: ModelConfig) -> None:
@@ -52,12 +56,19 @@ def _check(config: ModelConfig) -> None:
     width = config.arch_kwargs.get("width", LITE_WIDTH)
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise VirtualContrastError(f"arch_kwargs width must be a positive integer, got {width!r}")
+    for flag in _HRFCN_ONLY:
+        value = config.arch_kwargs.get(flag, False)
+        if not isinstance(value, bool):
+            raise VirtualContrastError(f"arch_kwargs {flag} must be true or false, got {value!r}")
+        if value and config.architecture.startswith("unet"):
+            raise VirtualContrastError(f"arch_kwargs {flag} exists for the HR-FCN variants only, not {config.architecture!r}")
 
 
 def build_network(config: ModelConfig, checkpointing: bool = False) -> nn.Module:
     """Build the (untrained) network that ``config`` describes.
 
-    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64). ``checkpointing``
+    ``arch_kwargs``: ``width`` (default :data:`LITE_WIDTH`; the paper uses 64); for HR-FCNs ``residual`` and
+    ``detection`` (:class:`HRFCN`). ``checkpointing``
     is a training option, not part of the model: HR-FCN variants then recompute FCN-module
     activations in the backward pass to save memory (the U-Nets ignore it).
     """
@@ -68,7 +79,18 @@ def build_network(config: ModelConfig, checkpointing: bool = False) -> nn.Module
         return UNet3D(in_channels, width)
     if config.architecture == "unet2d":
         return UNet2D(in_channels, width)
-    return HRFCN(in_channels, width, checkpointing=checkpointing, **VARIANTS[config.architecture])
+    flags = {flag: config.arch_kwargs.get(flag, False) for flag in _HRFCN_ONLY}
+    return HRFCN(in_channels, width, checkpointing=checkpointing, **flags, **VARIANTS[config.architecture])
+
+
+def has_detection(config: ModelConfig) -> bool:
+    """Whether the network has the enhancement-detection channel (output channel 1)."""
+    return bool(config.arch_kwargs.get("detection", False))
+
+
+def output_channels(config: ModelConfig) -> int:
+    """Channels of the network's output: the CE-T1, plus the detection logit where there is one."""
+    return 1 + int(has_detection(config))
 
 
 def place_network(network: nn.Module, device: torch.device) -> bool:
@@ -110,6 +132,8 @@ __all__ = [
     "build_network",
     "count_flops",
     "count_parameters",
+    "has_detection",
+    "output_channels",
     "in_plane_multiple",
     "network_device",
     "place_network",

@@ -26,6 +26,14 @@ width w); ``branches=(1,)`` Model-B; ``branches=(2, 4)`` Model-C (the stem still
 resolution; F32 = phi(F22), F33 = phi(F23), stage 4 exchanges between 2x and 4x, and F5 =
 U2(F42) (+) U4(F43) is formed at 1x); ``exchange=False`` Model-D (F3s = phi(F2s),
 F4s = phi(F3s), fusion only in stage 5); ``kernel_depth=1`` the 2D version.
+
+Two options of ours (not in the paper), for real scans:
+- ``residual=True``: channel 0 is the T1 input plus the head's output, so the T1's full-resolution anatomy
+  reaches the CE-T1 unchanged and the network only learns what contrast changes (a blurred CE-T1 was
+  the price of regressing the whole image). The head's last convolution starts at zero: an untrained
+  residual model returns the normalized T1, the identity floor.
+- ``detection=True``: a second output channel, the logit of "this voxel enhances", trained as a
+  rare-class detection task (``model_training.losses``) and used to gate the enhancement map.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from torch import nn
 from .blocks import Down, FCNModule, ResBlock, Stem, Up
 
 SCALES = (1, 2, 4)
+
+#: Initial bias of the detection logit: log(p / (1 - p)) for p ≈ 0.5 %, the enhancing share of a training slab.
+DETECTION_PRIOR_LOGIT = -5.0
 _BRANCH_SETS = ((1, 2, 4), (1,), (2, 4))
 
 
@@ -49,9 +60,10 @@ def _resample(in_channels: int, out_channels: int, source: int, target: int) -> 
 
 
 class HRFCN(nn.Module):
-    """Multi-branch high-resolution FCN: (B, C, D, H, W) -> (B, 1, D, H, W), linear output.
+    """Multi-branch high-resolution FCN: (B, C, D, H, W) -> (B, 1 + detection, D, H, W), linear outputs.
 
-    H and W must be multiples of the coarsest branch's scale (4, or 1 for Model-B).
+    H and W must be multiples of the coarsest branch's scale (4, or 1 for Model-B). Channel 0 is the
+    CE-T1 (plus input channel 0, the T1, when ``residual``); channel 1, with ``detection``, the enhancement logit.
     """
 
     def __init__(
@@ -63,6 +75,8 @@ class HRFCN(nn.Module):
         exchange: bool = True,
         kernel_depth: int = 3,
         checkpointing: bool = False,
+        residual: bool = False,
+        detection: bool = False,
     ) -> None:
         super().__init__()
         branches = tuple(sorted(branches))
@@ -72,6 +86,7 @@ class HRFCN(nn.Module):
             raise ValueError("in_channels and width must be >= 1 and kernel_depth 1 or 3")
         self.branches = branches
         self.in_channels = in_channels
+        self.residual = residual
         kd, ckpt = kernel_depth, checkpointing
 
         def bw(scale: int) -> int:
@@ -108,7 +123,13 @@ class HRFCN(nn.Module):
 
         self.fuse5 = nn.ModuleDict({f"x{s}_to_x1": Up(bw(s), bw(s), s) for s in branches if s != 1})
         f5 = sum(bw(s) for s in branches)
-        self.head = nn.Sequential(ResBlock(f5, width, kd), nn.Conv3d(width, 1, 1))
+        self.head = nn.Sequential(ResBlock(f5, width, kd), nn.Conv3d(width, 1 + int(detection), 1))
+        if residual:
+            nn.init.zeros_(self.head[-1].weight[:1])
+            nn.init.zeros_(self.head[-1].bias[:1])
+        if detection:
+            # Enhancing voxels are ~0.5 % of a slab: start the logit at that prior, not at 50 %.
+            nn.init.constant_(self.head[-1].bias[1:], DETECTION_PRIOR_LOGIT)
 
     @staticmethod
     def _fusion_stage(
@@ -155,7 +176,10 @@ class HRFCN(nn.Module):
         f3 = self._run_stage(f2, self.sources3, self.fuse3, self.stage3)
         f4 = self._run_stage(f3, self.sources4, self.fuse4, self.stage4)
         f5 = torch.cat([f4[s] if s == 1 else self.fuse5[f"x{s}_to_x1"](f4[s]) for s in self.branches], dim=1)
-        return self.head(f5)
+        out = self.head(f5)
+        if self.residual:
+            out = torch.cat([out[:, :1] + x[:, :1].to(out.dtype), out[:, 1:]], dim=1)
+        return out
 
 
 #: Keyword arguments of :class:`HRFCN` for each named variant (paper's Table V and the 2D model).
