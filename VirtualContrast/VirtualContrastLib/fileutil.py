@@ -8,6 +8,7 @@ the same target once it is older than :data:`STALE_TEMP_SECONDS`.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import signal
 import tempfile
@@ -20,6 +21,16 @@ from typing import Any, Iterator, Sequence
 #: Age after which a leftover temporary file of a target is taken to be abandoned: far longer than
 #: any write takes, so a concurrent writer's live temporary file is never removed.
 STALE_TEMP_SECONDS = 3600.0
+
+#: errno values of a write that found no room: a full disk, a full quota, a file-size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def write_error_reason(error: BaseException | None) -> str:
+    """Why a write failed, for a one-line message: "disk full" when no room was left, else the system's reason."""
+    if getattr(error, "errno", None) in NO_SPACE_ERRNOS:
+        return "disk full"
+    return getattr(error, "strerror", None) or str(error) or "the write failed"
 
 
 def _temp_prefix(path: Path) -> str:
