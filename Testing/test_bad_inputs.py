@@ -346,3 +346,44 @@ def test_manifest_with_an_unknown_column_is_refused(tmp_path):
     manifest.write_text("case_id,t1,flare\nA,t1.nii.gz,flair.nii.gz\n", encoding="utf-8")
     with pytest.raises(InputError, match="unknown columns flare; known: case_id,t1,t2,adc,flair,mask"):
         cases_from_manifest(manifest)
+
+
+# --- memory and signals (issue 26) -------------------------------------------------------------
+
+
+def test_volume_too_large_for_the_memory_left_is_refused_before_the_model_loads(workspace, capsys, monkeypatch):
+    from VirtualContrastLib.memory import MEMORY_LIMIT_ENV, synthesis_bytes
+
+    # The workspace T1 (16x20x12 voxels, 2 inputs) needs about 300 KiB by the estimate: a 100 KiB limit refuses it.
+    assert synthesis_bytes(16 * 20 * 12, 2) > 100 * 1024
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "100K")
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/result.nii.gz", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "a 16x20x12-voxel T1 with 2 input(s) needs about 0.0 GiB of memory to synthesize, 0.0 GiB is available" in captured.err
+    assert "model:" not in captured.out and not (workspace / "out").exists()
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1G")
+    assert main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/result.nii.gz", "--device", "cpu", "--quiet"]) == 0
+
+
+def test_sigterm_during_synthesis_still_writes_the_report(workspace):
+    # The run is terminated from inside its first slab, as a scheduler or a GUI cancel would do it.
+    code = (
+        "import os, signal, sys\n"
+        "import VirtualContrastLib.synthesis as synthesis\n"
+        "from VirtualContrastLib.cli import main\n"
+        "real = synthesis.predict_volume\n"
+        "def killed(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        "synthesis.predict_volume = killed\n"
+        "sys.exit(main(['synthesize', '--t1', 't1.nii.gz', '--t2', 't2.nrrd', '-o', 'out/result.nii.gz', '--device', 'cpu',\n"
+        "               '--quiet', '--report', 'result.json']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, cwd=workspace)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr.decode()
+    from VirtualContrastLib.report import RunReport
+
+    report = RunReport.read(workspace / "result.json")
+    assert report.error == "terminated (SIGTERM)" and report.model == "tiny-t1-t2" and report.outputs == {}
+    assert not (workspace / "out").exists() and not list(workspace.glob(".result.json*"))

@@ -55,8 +55,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def _cleanup_on_sigterm() -> Iterator[None]:
-    """While writing, turn a default-handled SIGTERM into SystemExit so cleanup code runs."""
+def exit_on_sigterm() -> Iterator[None]:
+    """Meanwhile, turn a default-handled SIGTERM into SystemExit so cleanup code (``finally``) runs."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
@@ -86,7 +86,7 @@ def atomic_writes(paths: Sequence[str | os.PathLike], suffixes: Sequence[str]) -
     """
     targets = [Path(p) for p in paths]
     temps: list[str] = []
-    with _cleanup_on_sigterm():
+    with exit_on_sigterm():
         try:
             for path, suffix in zip(targets, suffixes):
                 _remove_stale_temps(path, suffix)
