@@ -1,7 +1,7 @@
 """Bundle a trained run as a shipped model: checkpoint, ``models.json`` entry and model card.
 
 ``virtual-contrast-train bundle RUN --name NAME`` exports the run's best weights into
-``Resources/Models/NAME.pt`` (via :func:`model_training.export.export_run`), records its SHA-256,
+``Resources/Models/NAME.pt`` (via :func:`model_training.export.exported_checkpoint`), records its SHA-256,
 size, inputs and measured CPU seconds per 192×256×192 volume in ``models.json``, and writes
 ``NAME.md``, the model card the CLI and the Slicer module show. A name that is already bundled (entry,
 checkpoint or card) is refused unless ``--replace`` is given; its entry is then replaced in place.

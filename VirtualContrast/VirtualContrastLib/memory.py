@@ -33,10 +33,10 @@ def synthesis_bytes(voxels: int, inputs: int, tta: bool = False) -> int:
 
 def _parse_size(text: str) -> int:
     """``3G``, ``512M`` or plain bytes as an int."""
-    text = text.strip().upper().removesuffix("B")
-    unit = text[-1:] if text[-1:] in _UNITS else ""
+    number = text.strip().upper().removesuffix("B")
+    unit = number[-1:] if number[-1:] in _UNITS else ""
     try:
-        return int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        return int(float(number[: len(number) - len(unit)]) * _UNITS[unit])
     except ValueError:
         raise InputError(f"{MEMORY_LIMIT_ENV}={text!r} is not a size such as 3G, 512M or 3000000000") from None
 
