@@ -18,7 +18,7 @@ from typing import Any
 from VirtualContrastLib import INTENDED_USE
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.errors import InputError
-from VirtualContrastLib.fileutil import atomic_write
+from VirtualContrastLib.fileutil import write_file
 
 from .datacards import TRAINING_DATA
 from .export import exported_checkpoint
@@ -52,11 +52,6 @@ def check_bundle_name(models_dir: str | Path, name: str, replace: bool) -> None:
         held = "models.json" if name in names else " and ".join(existing)
         raise InputError(f"a model named {name!r} is already bundled in {models_dir} ({held}); pass --replace to replace it "
                          "(every synthesis with that name will then use the new weights) or choose another --name")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _metric_lines(best: dict[str, Any] | None) -> list[str]:
@@ -128,8 +123,8 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
     checkpoint = load_checkpoint(path, expected_sha256=digest)
     config = checkpoint.config.to_dict()
     card_name = f"{name}.md"
-    _write_text_atomic(models_dir / card_name,
-                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data))
+    card = model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data)
+    write_file(models_dir / card_name, lambda tmp: tmp.write_text(card, encoding="utf-8"))
     entry = {
         "name": name, "file": path.name, "sha256": digest, "size_bytes": path.stat().st_size,
         "inputs": config["inputs"], "output": config["target"], "role": role, "description": description,
@@ -144,7 +139,7 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
         index["models"][names.index(name)] = entry
     else:
         index["models"].append(entry)
-    _write_text_atomic(index_path, json.dumps(index, indent=2) + "\n")
+    write_file(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
     return entry
 
 

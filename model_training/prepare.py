@@ -30,7 +30,7 @@ import SimpleITK as sitk
 from VirtualContrastLib.cases import LABEL_VALUES, TARGET, CaseFiles
 from VirtualContrastLib.config import DEFAULT_NORMALIZATION, ModelConfig
 from VirtualContrastLib.errors import InputError, VirtualContrastError
-from VirtualContrastLib.fileutil import atomic_write, write_csv, write_error_reason
+from VirtualContrastLib.fileutil import write_csv, write_error_reason, write_file
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.parallel import ordered_map
 
@@ -161,15 +161,6 @@ def _check_label_values(case: CaseFiles, labels: np.ndarray) -> None:
                          f"labels {sorted(accepted)} (values found: {found})")
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file (``write(tmp)``); a failed write is one line, saying "disk full" when it is."""
-    try:
-        with atomic_write(path, suffix=path.suffix) as tmp:
-            write(tmp)
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {write_error_reason(error)}") from None
-
-
 def _prepare_and_write(case: CaseFiles, options: PrepareOptions, out_dir: Path) -> dict[str, Any]:
     """Prepare one case into ``out_dir``: its index entry, or ``{"case", "reason"}`` when it is skipped."""
     start = time.perf_counter()
@@ -179,7 +170,7 @@ def _prepare_and_write(case: CaseFiles, options: PrepareOptions, out_dir: Path) 
         # RuntimeError: SimpleITK reports unreadable files and failed registrations this way.
         return {"case": case.case_id, "reason": str(error).splitlines()[0]}
     # A write that fails stops the whole run (a full disk fails every later case too), not just this case.
-    write_atomically(out_dir / f"{case.case_id}.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
+    write_file(out_dir / f"{case.case_id}.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
     roles = sorted(k[len("raw_"):] for k in arrays if k.startswith("raw_"))
     return {"case": case.case_id, "file": f"{case.case_id}.npz", "modalities": roles,
             "labels": "labels" in arrays, "shape": list(arrays["mask"].shape),
@@ -211,7 +202,7 @@ def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: Prepar
     prepared = kept + [r for r in results if "reason" not in r]
     skipped = [e for e in (earlier or {}).get("skipped", []) if e["case"] not in done] + [r for r in results if "reason" in r]
     index = {"prepared": prepared, "skipped": skipped, "options": recorded}
-    write_atomically(out_dir / INDEX_NAME, lambda tmp: tmp.write_text(json.dumps(index, indent=2), encoding="utf-8"))
+    write_file(out_dir / INDEX_NAME, lambda tmp: tmp.write_text(json.dumps(index, indent=2), encoding="utf-8"))
     try:
         write_csv(out_dir / "skipped.csv", skipped, fields=("case", "reason"))
     except OSError as error:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
-from VirtualContrastLib.fileutil import write_csv, write_error_reason
+from VirtualContrastLib.fileutil import write_csv, write_error_reason, write_file
 from VirtualContrastLib.networks import build_network, in_plane_multiple
 from VirtualContrastLib.options import autocast_dtype
 from VirtualContrastLib.registry import resolve_device
@@ -288,9 +288,10 @@ class Trainer:
             raise InputError(f"{Path(path).name} is not a training state (use the run folder's {STATE_NAME})")
         if checkpoint.config.to_dict() != self.config.model.to_dict():
             raise InputError(f"{Path(path).name} was trained with another model configuration than {self.config.name!r}")
-        if "cases" in state and state["cases"] != self._case_lists():
+        cases = self._case_lists()
+        if "cases" in state and state["cases"] != cases:
             raise InputError(f"{Path(path).name} was trained on other cases than the config's caches now hold "
-                             f"({len(state['cases']['train'])} training cases then, {len(self._case_lists()['train'])} now); "
+                             f"({len(state['cases']['train'])} training cases then, {len(cases['train'])} now); "
                              "resume on the same data or train into a new run folder")
         self.network.load_state_dict(checkpoint.state_dict)
         self.epoch = int(state["epoch"])
@@ -314,7 +315,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / CONFIG_NAME).write_text(json.dumps(self.config.raw, indent=2), encoding="utf-8")
+            write_file(self.out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(self.config.raw, indent=2), encoding="utf-8"))
             writer = SummaryWriter(str(self.out_dir / "tb"))
         end = total_epochs(self.config.stages) if stop_after_epoch is None else min(stop_after_epoch, total_epochs(self.config.stages))
         every = int(self.config.validation.get("every", 1))

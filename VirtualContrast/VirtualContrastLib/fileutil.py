@@ -16,7 +16,9 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import InputError
 
 #: Age after which a leftover temporary file of a target is taken to be abandoned: far longer than
 #: any write takes, so a concurrent writer's live temporary file is never removed.
@@ -112,6 +114,17 @@ def atomic_write(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
     with atomic_writes([path], [suffix]) as (tmp,):
         yield tmp
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` atomically through ``write(tmp)``; a failed write is a one-line :class:`InputError` ("disk full" when it is)."""
+    path = Path(path)
+    try:
+        with atomic_write(path, suffix=path.suffix) as tmp:
+            write(tmp)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {write_error_reason(error)}") from None
+    return path
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
