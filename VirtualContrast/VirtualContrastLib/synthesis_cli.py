@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
-from .fileutil import atomic_write, exit_on_sigterm, write_csv
+from .fileutil import exit_on_sigterm, write_csv, write_file
 from .options import SynthesisOptions
 from .report import RunReport, check_report_path
 
@@ -315,8 +315,8 @@ def _is_complete(job: SynthesisJob, record: dict[str, object]) -> bool:
 
 def _record_complete(job: SynthesisJob, record: dict[str, object]) -> None:
     """Record the job as complete, with the SHA-256 of every output, once they are all written."""
-    with atomic_write(job.output.parent / COMPLETE_RECORD, suffix=".json") as tmp:
-        tmp.write_text(json.dumps({**record, "outputs": _digests(_job_outputs(job))}, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps({**record, "outputs": _digests(_job_outputs(job))}, indent=2) + "\n"
+    write_file(job.output.parent / COMPLETE_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -359,18 +359,17 @@ def run_batch(args: argparse.Namespace) -> int:
                 key = default_model_for(list(inputs)).name
             record = _job_record(job, _model_digest(key), options)
             if not args.redo and _is_complete(job, record):
-                status, message = "skipped", "complete (outputs verified against the previous run's record)"
+                status, model_name, message = "skipped", key, "complete (outputs verified against the previous run's record)"
                 tqdm.write(f"{case_id}: skipped, complete")
-                summary.append({"case_id": case_id, "status": status, "model": key, "seconds": "0.0", "message": message})
-                continue
-            loaded = read_job(job, options.tta)
-            if key not in models:
-                models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
-            model_name = models[key].name
-            auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
-            result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
-            _record_complete(job, record)
-            message = "; ".join(result.notes)
+            else:
+                loaded = read_job(job, options.tta)
+                if key not in models:
+                    models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
+                model_name = models[key].name
+                auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
+                result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
+                _record_complete(job, record)
+                message = "; ".join(result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)
             tqdm.write(f"{case_id}: error: {error}", file=sys.stderr)
