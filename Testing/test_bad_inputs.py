@@ -346,3 +346,54 @@ def test_manifest_with_an_unknown_column_is_refused(tmp_path):
     manifest.write_text("case_id,t1,flare\nA,t1.nii.gz,flair.nii.gz\n", encoding="utf-8")
     with pytest.raises(InputError, match="unknown columns flare; known: case_id,t1,t2,adc,flair,mask"):
         cases_from_manifest(manifest)
+
+
+# --- memory and signals (issue 26) -------------------------------------------------------------
+
+
+def test_volume_too_large_for_the_memory_left_is_refused_before_the_model_loads(workspace, capsys, monkeypatch):
+    # The workspace T1 (16x20x12 voxels, 2 inputs) needs about 450 KB by the estimate (120 bytes a voxel):
+    # a limit of 100 KiB (the documented variable) refuses it as a 512x512x400 T1 is refused under 3 GB.
+    monkeypatch.setenv("VIRTUALCONTRAST_MEMORY_LIMIT", "100K")
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/result.nii.gz", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "a 16x20x12-voxel T1 with 2 input(s) needs about 0.0 GiB of memory to synthesize, 0.0 GiB is available" in captured.err
+    assert "model:" not in captured.out and not (workspace / "out").exists()
+    monkeypatch.setenv("VIRTUALCONTRAST_MEMORY_LIMIT", "1G")
+    assert main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "-o", "out/result.nii.gz", "--device", "cpu", "--quiet"]) == 0
+
+
+def test_sigterm_during_synthesis_still_writes_the_report(workspace):
+    # The run is terminated from inside its first slab, as a scheduler or a GUI cancel would do it.
+    code = (
+        "import os, signal, sys\n"
+        "import VirtualContrastLib.synthesis as synthesis\n"
+        "from VirtualContrastLib.cli import main\n"
+        "real = synthesis.predict_volume\n"
+        "def killed(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        "synthesis.predict_volume = killed\n"
+        "sys.exit(main(['synthesize', '--t1', 't1.nii.gz', '--t2', 't2.nrrd', '-o', 'out/result.nii.gz', '--device', 'cpu',\n"
+        "               '--quiet', '--report', 'result.json']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, cwd=workspace)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr.decode()
+    from VirtualContrastLib.report import RunReport
+
+    report = RunReport.read(workspace / "result.json")
+    assert report.error == "terminated (SIGTERM)" and report.model == "tiny-t1-t2" and report.outputs == {}
+    assert not (workspace / "out").exists() and not list(workspace.glob(".result.json*"))
+
+
+def test_memory_estimate_refuses_a_512x512x400_volume_under_3_gb(monkeypatch):
+    from VirtualContrastLib.memory import check_synthesis_memory
+
+    monkeypatch.setenv("VIRTUALCONTRAST_MEMORY_LIMIT", "3G")
+    with pytest.raises(InputError, match=r"a 512x512x400-voxel T1 with 3 input\(s\) needs about 15.6 GiB of memory to synthesize, 3.0 GiB"):
+        check_synthesis_memory((512, 512, 400), 3)
+    check_synthesis_memory((96, 128, 96), 3)  # a small brain volume fits
+    monkeypatch.setenv("VIRTUALCONTRAST_MEMORY_LIMIT", "lots")
+    with pytest.raises(InputError, match="VIRTUALCONTRAST_MEMORY_LIMIT='lots' is not a size"):
+        check_synthesis_memory((10, 10, 10), 1)

@@ -157,3 +157,21 @@ def test_dicom_out_that_is_a_file_is_refused_before_work(case, capsys):
     assert not Path("out").exists()
     assert main(["batch", "--input-dir", ".", "--out-dir", "results", "--model", "tiny.pt", "--dicom-out", "dcm"]) == 2
     assert "is a file" in capsys.readouterr().err and not Path("results").exists()
+
+
+def test_dicom_t1_without_patient_id_and_study_uid_gets_them_made_up_and_says_so(case, capsys):
+    # Issue 26: such a T1 gave series without them (not valid DICOM; a PACS rejects or mis-files them).
+    for path in (case / "t1_dicom").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.PatientID, ds.StudyInstanceUID
+        ds.save_as(path)
+    assert run_synthesize("t1_dicom", "--dicom-out", "dcm", "--report", "result.json") == 0
+    out = capsys.readouterr().out
+    assert "note: the DICOM T1 has no PatientID, StudyInstanceUID: the DICOM series got PatientID 't1_dicom'" in out
+    assert any("has no PatientID, StudyInstanceUID" in note for note in RunReport.read("result.json").notes)
+    t1 = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(case / "t1_dicom")))
+    every = [ds for headers in check_series(case / "dcm", t1).values() for ds in headers]
+    assert {ds.PatientID for ds in every} == {"t1_dicom"} and {str(ds.PatientName) for ds in every} == {"Doe^Jane"}
+    assert len({ds.StudyInstanceUID for ds in every}) == 1 and pydicom.uid.UID(every[0].StudyInstanceUID).is_valid
+    # What the T1 has is still copied: its frame of reference, so viewers overlay the series on it.
+    assert {ds.FrameOfReferenceUID for ds in every} == {SOURCE_TAGS["0020|0052"]}

@@ -276,3 +276,32 @@ def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "no bundled synthesis model" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "demo").exists()
+
+
+def test_batch_rerun_skips_complete_cases_and_redoes_the_rest(workspace, capsys):
+    # Issue 26: a rerun after Ctrl-C redid every case.
+    cases = workspace / "cases"
+    for number, case in enumerate(("a", "b", "c")):
+        write_case(cases, case, head(seed=number), head(seed=number + 10, level=200.0))
+    run = ["batch", "--input-dir", "cases", "--out-dir", "results", "--device", "cpu", "--precision", "fp32"]
+    assert main(run) == 0
+    capsys.readouterr()
+    outputs = {case: workspace / "results" / case / f"{case}-t1c-synthetic.nii.gz" for case in ("a", "b", "c")}
+    written = {case: path.stat().st_mtime_ns for case, path in outputs.items()}
+    # b's output damaged, c's input replaced: only a is complete.
+    outputs["b"].write_bytes(outputs["b"].read_bytes()[:-10])
+    sitk.WriteImage(head(seed=7), str(cases / "c" / "c-t1n.nii.gz"))
+    assert main(run) == 0
+    out = capsys.readouterr().out
+    assert "a: skipped, complete" in out and "b: skipped" not in out and "c: skipped" not in out
+    assert "3 cases: 2 done, 1 skipped (complete before; --redo synthesizes them again), 0 failed" in out
+    assert outputs["a"].stat().st_mtime_ns == written["a"] and outputs["c"].stat().st_mtime_ns != written["c"]
+    assert sitk.ReadImage(str(outputs["b"])).GetSize() == (16, 20, 12)
+    with open(workspace / "results" / "batch_summary.csv", newline="", encoding="utf-8") as handle:
+        assert {row["case_id"]: row["status"] for row in csv.DictReader(handle)} == {"a": "skipped", "b": "ok", "c": "ok"}
+    # Other options make other outputs; --redo synthesizes complete cases again.
+    assert main([*run, "--overlap", "0.5"]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    redone = outputs["a"].stat().st_mtime_ns
+    assert main([*run, "--overlap", "0.5", "--redo"]) == 0
+    assert "skipped" not in capsys.readouterr().out and outputs["a"].stat().st_mtime_ns != redone

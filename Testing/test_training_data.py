@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +17,22 @@ from model_training.prepare import PrepareOptions, load_case, prepare_dataset
 from model_training.sampling import SamplingOptions, SlabDataset
 from model_training.settings import load_config
 from model_training.train import split_cases
-from VirtualContrastLib.cases import LAYOUTS, detect_layout
+from VirtualContrastLib.cases import LABEL_MAPS, LAYOUTS, detect_layout
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError, MissingModalityError
 
 SHAPE = (12, 20, 16)  # z, y, x
 
 
-def _volume(seed: int, labels: bool = False) -> sitk.Image:
-    """A skull-stripped-looking volume: random intensities inside an ellipsoid, 0 outside."""
+def _volume(seed: int, labels: bool = False, enhancing: int = 4) -> sitk.Image:
+    """A skull-stripped-looking volume: random intensities inside an ellipsoid, 0 outside (or tumour labels,
+    ``enhancing`` the enhancing tumour's value)."""
     z, y, x = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     inside = ((z - 6) / 5.5) ** 2 + ((y - 10) / 9) ** 2 + ((x - 8) / 7) ** 2 < 1
     if labels:
         array = np.zeros(SHAPE, np.int16)
         array[5:8, 8:12, 6:10] = 2
-        array[6, 9:11, 7:9] = 4
+        array[6, 9:11, 7:9] = enhancing
     else:
         array = np.where(inside, np.random.default_rng(seed).uniform(100, 1000, SHAPE), 0).astype(np.float32)
     image = sitk.GetImageFromArray(array)
@@ -44,7 +46,8 @@ def _write_case(root: Path, layout: str, case_id: str, skip: tuple[str, ...] = (
     for number, (role, suffix) in enumerate(LAYOUTS[layout].items()):
         if role in skip:
             continue
-        image = _volume(number, labels=role == "labels")
+        # Each layout's own enhancing label: 4 where it is rewritten to 3 (BraTS 2018-2021, UCSF-PDGM), else 3.
+        image = _volume(number, labels=role == "labels", enhancing=4 if layout in LABEL_MAPS else 3)
         if role == "mask":
             image = sitk.Cast(_volume(0) > 0, sitk.sitkUInt8)
         sitk.WriteImage(image, str(folder / f"{case_id}{suffix}.nii.gz"))
@@ -251,3 +254,81 @@ def test_training_refuses_a_cache_normalized_otherwise_than_the_model_config(tmp
     matching = load_config("tiny", {"data": {"train": str(tmp_path / "cache"), "val": str(tmp_path / "cache")},
                                     "model": {"normalization": spec}})
     assert split_cases(matching) == ((tmp_path / "cache", ["A"]), (tmp_path / "cache", ["A"]))
+
+
+# --- refused and damaged data (issue 26) -------------------------------------------------------
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("virtual-contrast-train "), err
+    return err
+
+
+@pytest.mark.parametrize("value", [5, -1])
+@pytest.mark.parametrize(("layout", "seg", "accepted"), [("brats2021", "_seg", "[0, 1, 2, 4]"), ("phantom", "-seg", "[0, 1, 2, 3]")])
+def test_prepare_refuses_label_values_outside_the_layout(tmp_path: Path, value: int, layout: str, seg: str, accepted: str) -> None:
+    # Issue 26: such a case was cached silently, with no enhancing tumour for sampling, loss and evaluation.
+    folder = _write_case(tmp_path / "data", layout, "P1")
+    labels = sitk.ReadImage(str(folder / f"P1{seg}.nii.gz"))
+    labels[3, 3, 3] = value
+    sitk.WriteImage(labels, str(folder / f"P1{seg}.nii.gz"))
+    index = prepare_dataset(list_cases(tmp_path / "data", layout), tmp_path / "cache", PrepareOptions(register=False))
+    [skipped] = index["skipped"]
+    assert skipped["case"] == "P1" and f"has values [{value}] outside its layout's labels {accepted}" in skipped["reason"]
+    assert not index["prepared"] and not (tmp_path / "cache" / "P1.npz").exists()
+
+
+def test_prepare_on_a_full_disk_is_one_line_and_keeps_the_cache(tmp_path: Path, capsys) -> None:
+    from test_bad_inputs import file_size_limit
+
+    _write_case(tmp_path / "data", "phantom", "A")
+    command = ["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "cache"), "--no-register", "--quiet"]
+    assert train_main(command) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()}
+    # Preparing again on a full disk: the case's file and the index stay as they were, no partial file is left.
+    with file_size_limit(4096):
+        assert train_main(command) == 2
+    err = _one_line_error(capsys)
+    assert f"cannot write {tmp_path / 'cache' / 'A.npz'}: disk full" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()} == before
+    assert set(load_case(tmp_path / "cache", "A")) >= {"norm_t1", "mask"}
+
+
+def test_prepare_into_an_existing_cache_merges_or_refuses(tmp_path: Path, capsys) -> None:
+    for case_id in ("A", "B"):
+        _write_case(tmp_path / f"data-{case_id}", "phantom", case_id)
+    cache = tmp_path / "cache"
+    prepare = ["--out", str(cache), "--no-register", "--quiet"]
+    assert train_main(["prepare", str(tmp_path / "data-A"), *prepare]) == 0
+    assert train_main(["prepare", str(tmp_path / "data-B"), *prepare]) == 0
+    assert f"merged into the existing cache {cache}: kept 1 cases prepared before" in capsys.readouterr().out
+    index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
+    assert [entry["case"] for entry in index["prepared"]] == ["A", "B"]
+    # Other options would mix two normalizations in one cache: refused, the index untouched.
+    assert train_main(["prepare", str(tmp_path / "data-B"), *prepare, "--normalization", '{"name": "brain_percentile", "lower": 1, "upper": 99}']) == 2
+    assert "already holds a cache prepared with other options" in _one_line_error(capsys)
+    assert json.loads((cache / "index.json").read_text(encoding="utf-8")) == index
+
+
+def test_damaged_caches_and_bad_options_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    _write_case(tmp_path / "data", "phantom", "A")
+    cache = tmp_path / "cache"
+    assert train_main(["prepare", str(tmp_path / "data"), "--out", str(cache), "--no-register", "--quiet"]) == 0
+    capsys.readouterr()
+    train = ["train", "tiny", "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu", "--set", f"data.train={cache}",
+             "--set", "data.val=null"]
+    (cache / "A.npz").write_bytes((cache / "A.npz").read_bytes()[:300])
+    with pytest.raises(InputError, match=r"cached case A \(.*A.npz\) is damaged \(BadZipFile\); prepare it again"):
+        load_case(cache, "A")
+    assert train_main(train) == 2
+    assert "cached case A" in _one_line_error(capsys)
+    (cache / "index.json").write_text('{"prepared": [', encoding="utf-8")
+    assert train_main(train) == 2
+    assert "index.json is damaged" in _one_line_error(capsys)
+    assert train_main(["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "other"), "--normalization", "{lower: 1}"]) == 2
+    assert "--normalization '{lower: 1}' is not a valid normalization spec" in _one_line_error(capsys)
+    assert train_main(["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "other"), "--normalization", '{"name": "z"}']) == 2
+    assert "unknown normalization 'z'" in _one_line_error(capsys)
+    assert not (tmp_path / "other").exists()

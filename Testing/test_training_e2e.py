@@ -138,9 +138,9 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
     monkeypatch.setenv("VIRTUALCONTRAST_MODELS_DIR", str(models_dir))
     bundled = load_model("tiny-test", device="cpu")
     assert bundled.sha256 == entry["sha256"] and "Known limits" in bundled.card
-    # Re-bundling a name replaces its entry in place: models.json order breaks ties between default models.
-    for name in ("tiny-second", "tiny-test"):
-        assert main(["bundle", str(run), "--name", name, "--models-dir", str(models_dir), "--description", "tiny", "--no-bench"]) == 0
+    # Re-bundling a name (--replace) replaces its entry in place: models.json order breaks ties between default models.
+    for name, replace in (("tiny-second", []), ("tiny-test", ["--replace"])):
+        assert main(["bundle", str(run), "--name", name, "--models-dir", str(models_dir), "--description", "tiny", "--no-bench", *replace]) == 0
     names = [e["name"] for e in json.loads((models_dir / "models.json").read_text(encoding="utf-8"))["models"]]
     assert names == ["tiny-test", "tiny-second"]
 
@@ -249,3 +249,136 @@ def test_calibrate_fits_on_training_cases_and_export_ships_the_map(caches: dict[
                     best.training)
     assert main(["export", str(run), "--out", str(tmp_path / "stale.pt")]) == 2
     assert not (tmp_path / "stale.pt").exists()
+
+
+# --- runs, caches and shipped models are not damaged silently (issue 26) -------------------------
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("virtual-contrast-train "), err
+    return err
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_folder_is_neither_overwritten_nor_resumed_with_another_config(
+        caches: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    train = ["train", "tiny", "--out", str(run), "--stop-after-epoch", "1", "--quiet", *_overrides(caches)]
+    assert main(train) == 0
+    capsys.readouterr()
+    finished = _contents(run)
+    # Without --resume: refused (it overwrote best.pt and state.pt and appended a second run to steps.csv).
+    assert main(train) == 2
+    assert f"run folder {run} is not empty" in _one_line_error(capsys)
+    assert main([*train, "--resume", "--overwrite"]) == 2
+    assert "give one of them" in _one_line_error(capsys)
+    # --resume with another schedule or other training data: refused, train_config.json still the run's own.
+    assert main([*train, "--resume", "--set", "schedule=[{\"epochs\": 3, \"weights\": [1, 1, 1], \"lr\": 0.01}]"]) == 2
+    assert "was trained with another config (schedule differ from train_config.json)" in _one_line_error(capsys)
+    assert main([*train, "--resume", "--set", f"data.train={caches['test']}"]) == 2
+    assert "(data.train differ" in _one_line_error(capsys)
+    assert _contents(run) == finished
+    # --overwrite starts afresh: one run's steps, not two runs mixed.
+    (run / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main([*train, "--overwrite"]) == 0
+    steps = list(csv.DictReader(open(run / "steps.csv", encoding="utf-8")))
+    assert len(steps) == 2 and [row["epoch"] for row in csv.DictReader(open(run / "log.csv", encoding="utf-8"))] == ["1"]
+    assert (run / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_resume_on_a_cache_whose_cases_changed_is_refused(caches: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    index = json.loads((caches["train"] / "index.json").read_text(encoding="utf-8"))
+    for entry in index["prepared"]:
+        (cache / entry["file"]).symlink_to(caches["train"] / entry["file"])
+    (cache / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    config = load_config("tiny", {"data": {"train": str(cache), "val": None}, "sampling": {"slabs_per_epoch": 2}})
+    train(config, tmp_path / "run", device="cpu", stop_after_epoch=1, progress=False)
+    val = json.loads((caches["val"] / "index.json").read_text(encoding="utf-8"))["prepared"][0]
+    (cache / val["file"]).symlink_to(caches["val"] / val["file"])
+    index["prepared"].append(val)
+    (cache / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    with pytest.raises(InputError, match=r"state.pt was trained on other cases than the config's caches now hold \(1 training cases then, 2 now\)"):
+        train(config, tmp_path / "run", resume=True, device="cpu", progress=False)
+
+
+def test_train_device_errors_are_one_line(caches: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for device, message in (("foo", "unknown device 'foo'"), ("cuda:7", "cuda:7")):
+        assert main(["train", "tiny", "--out", str(tmp_path / "run"), "--device", device, "--quiet", *_overrides(caches)]) == 2
+        assert message in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_save_on_a_full_disk_is_one_line(caches: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_bad_inputs import file_size_limit
+
+    run = tmp_path / "run"
+    with file_size_limit(8 * 1024):
+        assert main(["train", "tiny", "--out", str(run), "--stop-after-epoch", "1", "--quiet", *_overrides(caches)]) == 2
+    assert f"cannot write checkpoint {run / 'best.pt'}: disk full" in _one_line_error(capsys)
+    assert not (run / "best.pt").exists() and not list(run.glob(".best.pt*"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(caches: dict[str, Path]) -> Path:
+    """A one-epoch run folder that tests export and bundle from (and leave as it is)."""
+    run = caches["root"] / "trained"
+    assert main(["train", "tiny", "--out", str(run), "--stop-after-epoch", "1", "--quiet", *_overrides(caches)]) == 0
+    return run
+
+
+def test_export_refuses_existing_files_folders_and_shipped_models(trained_run: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    run = trained_run
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"someone's checkpoint")
+    assert main(["export", str(run), "--out", str(target)]) == 2
+    assert f"{target} exists; pass --overwrite" in _one_line_error(capsys)
+    assert target.read_bytes() == b"someone's checkpoint"
+    assert main(["export", str(run), "--out", str(target), "--overwrite"]) == 0
+    assert load_checkpoint(target).config.inputs == ["t1", "t2", "adc"]
+    assert main(["export", str(run), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in _one_line_error(capsys)
+    # A shipped checkpoint is never exported over, --overwrite or not: its SHA-256 in models.json would no longer match.
+    models = tmp_path / "models"
+    assert main(["bundle", str(run), "--name", "shipped", "--models-dir", str(models), "--description", "tiny", "--no-bench"]) == 0
+    capsys.readouterr()
+    shipped = _contents(models)
+    assert main(["export", str(run), "--out", str(models / "shipped.pt"), "--overwrite"]) == 2
+    assert "is the bundled model 'shipped'" in _one_line_error(capsys)
+    assert _contents(models) == shipped
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "sub/name", "..", ".hidden", ""])
+def test_bundle_refuses_names_that_are_not_file_names(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      name: str) -> None:
+    models = tmp_path / "deep" / "er" / "models"
+    assert main(["bundle", str(trained_run), "--name", name, "--models-dir", str(models), "--description", "x", "--no-bench"]) == 2
+    assert f"model name {name!r} cannot be a file name" in _one_line_error(capsys)
+    assert not (tmp_path / "deep").exists()
+
+
+def test_bundle_refuses_a_name_already_bundled_unless_replace(trained_run: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = trained_run
+    models = tmp_path / "models"
+    bundle = ["bundle", str(run), "--name", "shipped", "--models-dir", str(models), "--description", "tiny", "--no-bench"]
+    assert main(bundle) == 0
+    capsys.readouterr()
+    shipped = _contents(models)
+    # Refused before the CPU timing (no --no-bench needed to find out) and before anything is written.
+    assert main([*bundle[:-1], "--description", "new"]) == 2
+    assert "a model named 'shipped' is already bundled" in _one_line_error(capsys)
+    assert _contents(models) == shipped
+    (models / "models.json").write_text('{"models": [', encoding="utf-8")
+    assert main([*bundle, "--replace"]) == 2
+    assert "models.json is not valid JSON" in _one_line_error(capsys)
+    (models / "models.json").write_bytes(shipped["models.json"])
+    assert main([*bundle, "--replace", "--description", "replaced"]) == 0
+    entries = json.loads((models / "models.json").read_text(encoding="utf-8"))["models"]
+    assert [(e["name"], e["description"]) for e in entries] == [("shipped", "replaced")]

@@ -50,11 +50,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     cases = list_cases(args.data, args.layout, split=args.split)
     options = PrepareOptions(modalities=args.modalities, register=not args.no_register,
-                             normalization=json.loads(args.normalization) if args.normalization else None, dtype=args.dtype)
+                             normalization=_normalization_spec(args.normalization), dtype=args.dtype)
     index = prepare_dataset(cases, args.out, options, progress=None if args.quiet else lambda c: print(f"prepared {c}", file=sys.stderr),
                             workers=args.workers)
+    if index["kept"]:
+        print(f"merged into the existing cache {args.out}: kept {len(index['kept'])} cases prepared before")
     print(f"prepared {len(index['prepared'])} cases into {args.out}; skipped {len(index['skipped'])} (see {Path(args.out) / 'skipped.csv'})")
     return 0 if index["prepared"] else 2
+
+
+def _normalization_spec(text: str | None) -> dict[str, Any] | None:
+    """The ``--normalization`` JSON object, checked as a model config checks it."""
+    from VirtualContrastLib.errors import InputError
+    from VirtualContrastLib.normalization import check_spec
+
+    if text is None:
+        return None
+    try:
+        spec = json.loads(text)
+        check_spec(spec)
+    except ValueError as error:
+        raise InputError(f"--normalization {text!r} is not a valid normalization spec: {str(error).splitlines()[0]}") from None
+    return spec
 
 
 def _load_train_config(args: argparse.Namespace) -> Any:
@@ -72,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _load_train_config(args)
     summary = train(config, args.out, resume=args.resume, device=args.device, stop_after_epoch=args.stop_after_epoch,
-                    progress=not args.quiet)
+                    progress=not args.quiet, overwrite=args.overwrite)
     best = summary.get("best") or {}
     print(f"{config.name}: {summary['epochs_done']} epochs in {summary['wall_time_s']} s; best epoch {best.get('epoch')} "
           f"({best.get('metric')} {best.get('score', 'n/a')}); run folder {args.out}")
@@ -115,19 +132,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's best model as an engine checkpoint."""
     from .export import export_run
 
-    path, digest = export_run(args.run, args.out, not args.no_output_map)
+    path, digest = export_run(args.run, args.out, not args.no_output_map, overwrite=args.overwrite)
     print(f"exported {path} (sha256 {digest})")
     return 0
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     """Ship a run as a bundled model: checkpoint + models.json entry + model card."""
-    from .bundle import bundle_run, measure_cpu_seconds
+    from .bundle import bundle_run, check_bundle_name, measure_cpu_seconds
 
+    # Before the minutes of CPU timing: a name that would replace a shipped model, or escape the folder, is refused.
+    check_bundle_name(args.models_dir, args.name, args.replace)
     evaluation = args.evaluation.read_text(encoding="utf-8") if args.evaluation else None
     seconds = args.cpu_seconds if args.cpu_seconds or args.no_bench else measure_cpu_seconds(args.run)
     entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation, args.training_data,
-                       not args.no_output_map)
+                       not args.no_output_map, replace=args.replace)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -194,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
         if name == "train":
             p.add_argument("--out", required=True, type=Path, help="run folder")
-            p.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
+            p.add_argument("--resume", action="store_true", help="continue from RUN/state.pt (with the config the run recorded)")
+            p.add_argument("--overwrite", action="store_true", help="replace the run already in RUN (a non-empty RUN is refused otherwise)")
             p.add_argument("--stop-after-epoch", type=int, default=None, help="stop once this many epochs are done")
             p.add_argument("--quiet", action="store_true")
         else:
@@ -236,12 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's best model as an engine checkpoint")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file (never a bundled model's checkpoint)")
     p.add_argument("--no-output-map", action="store_true", help=NO_MAP_HELP)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bundle", help="ship a run as a bundled model (checkpoint, models.json entry, model card)")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--name", required=True, help="model name (file NAME.pt and card NAME.md)")
+    p.add_argument("--replace", action="store_true", help="replace a model of that name already bundled (refused otherwise)")
     p.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parent.parent / "Resources" / "Models")
     p.add_argument("--description", required=True)
     p.add_argument("--role", choices=("synthesis", "auxiliary"), default="synthesis")

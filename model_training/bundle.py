@@ -1,28 +1,57 @@
 """Bundle a trained run as a shipped model: checkpoint, ``models.json`` entry and model card.
 
 ``virtual-contrast-train bundle RUN --name NAME`` exports the run's best weights into
-``Resources/Models/NAME.pt`` (via :func:`model_training.export.export_run`), records its SHA-256,
-size, inputs and measured CPU seconds per 192×256×192 volume in ``models.json`` (replacing an
-entry of the same name in place), and writes ``NAME.md``, the model card the CLI and the Slicer module show.
+``Resources/Models/NAME.pt`` (via :func:`model_training.export.exported_checkpoint`), records its SHA-256,
+size, inputs and measured CPU seconds per 192×256×192 volume in ``models.json``, and writes
+``NAME.md``, the model card the CLI and the Slicer module show. A name that is already bundled (entry,
+checkpoint or card) is refused unless ``--replace`` is given; its entry is then replaced in place.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE
-from VirtualContrastLib.checkpoints import load_checkpoint
-from VirtualContrastLib.fileutil import atomic_write
+from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
+from VirtualContrastLib.errors import InputError
+from VirtualContrastLib.fileutil import write_file
 
 from .datacards import TRAINING_DATA
-from .export import export_run
+from .export import exported_checkpoint
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+#: A model name becomes NAME.pt and NAME.md in the models folder: a plain file name, no path separators, no "..".
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def _read_index(index_path: Path) -> dict[str, Any]:
+    """The ``models.json`` of a models folder (an empty list when there is none yet)."""
+    if not index_path.is_file():
+        return {"models": []}
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise InputError(f"{index_path} is not valid JSON ({error}); repair it before bundling") from None
+    if not isinstance(index, dict) or not isinstance(index.get("models"), list):
+        raise InputError(f"{index_path} is not a model list ({{\"models\": [...]}}); repair it before bundling")
+    return index
+
+
+def check_bundle_name(models_dir: str | Path, name: str, replace: bool) -> None:
+    """Refuse a name that is not a plain file name, and one already bundled in ``models_dir`` unless ``replace``."""
+    if not MODEL_NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise InputError(f"model name {name!r} cannot be a file name (up to 100 letters, digits and . _ + -, "
+                         "starting with a letter or digit; no path separators or '..')")
+    models_dir = Path(models_dir)
+    names = [e.get("name") for e in _read_index(models_dir / "models.json")["models"] if isinstance(e, dict)]
+    existing = [f for f in (f"{name}.pt", f"{name}.md") if (models_dir / f).exists()]
+    if (name in names or existing) and not replace:
+        held = "models.json" if name in names else " and ".join(existing)
+        raise InputError(f"a model named {name!r} is already bundled in {models_dir} ({held}); pass --replace to replace it "
+                         "(every synthesis with that name will then use the new weights) or choose another --name")
 
 
 def _metric_lines(best: dict[str, Any] | None) -> list[str]:
@@ -83,17 +112,19 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
 
 def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, description: str, role: str = "synthesis",
                cpu_seconds: float | None = None, evaluation_markdown: str | None = None,
-               training_data: str = "phantom", output_map: bool = True) -> dict[str, Any]:
+               training_data: str = "phantom", output_map: bool = True, replace: bool = False) -> dict[str, Any]:
     """Export ``run_dir`` as bundled model ``name`` into ``models_dir`` (with the run's output map unless
-    ``output_map`` is False); returns its ``models.json`` entry."""
+    ``output_map`` is False; a name already bundled only with ``replace``); returns its ``models.json`` entry."""
     models_dir = Path(models_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    path, digest = export_run(run_dir, models_dir / f"{name}.pt", output_map)
+    check_bundle_name(models_dir, name, replace)
+    exported = exported_checkpoint(run_dir, output_map)
+    path = models_dir / f"{name}.pt"
+    digest = save_checkpoint(path, *exported)
     checkpoint = load_checkpoint(path, expected_sha256=digest)
     config = checkpoint.config.to_dict()
     card_name = f"{name}.md"
-    _write_text_atomic(models_dir / card_name,
-                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data))
+    card = model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data)
+    write_file(models_dir / card_name, lambda tmp: tmp.write_text(card, encoding="utf-8"))
     entry = {
         "name": name, "file": path.name, "sha256": digest, "size_bytes": path.stat().st_size,
         "inputs": config["inputs"], "output": config["target"], "role": role, "description": description,
@@ -101,14 +132,14 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
         "cpu_seconds_per_volume": round(cpu_seconds, 1) if cpu_seconds else None, "gpu_seconds_per_volume": None,
     }
     index_path = models_dir / "models.json"
-    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {"models": []}
-    names = [e.get("name") for e in index["models"]]
+    index = _read_index(index_path)
+    names = [e.get("name") if isinstance(e, dict) else None for e in index["models"]]
     # Re-bundling keeps the entry's place: models.json order breaks ties when the default model is chosen.
     if name in names:
         index["models"][names.index(name)] = entry
     else:
         index["models"].append(entry)
-    _write_text_atomic(index_path, json.dumps(index, indent=2) + "\n")
+    write_file(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
     return entry
 
 

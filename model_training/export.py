@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from VirtualContrastLib import INTENDED_USE
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
+from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
 
 from .calibrate import load_run_map
 from .train import BEST_NAME, STATE_NAME
 
 
-def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True) -> tuple[Path, str]:
-    """Write ``run_dir``'s best weights with the full training summary to ``out_path``; returns (path, sha256).
+def exported_checkpoint(run_dir: str | Path, output_map: bool = True) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
+    """``run_dir``'s best weights with the full training summary: (config, state dict, summary).
 
     The summary keeps what ``best.pt`` recorded (data and seeds, schedule, config, hardware) and
     adds the finished run's history and wall time from ``state.pt``; the config gets the run's output
@@ -39,6 +41,37 @@ def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = Tru
                         "epochs_done": int(state.get("epoch", 0)), "best": state.get("best")})
     summary["intended_use"] = INTENDED_USE
     summary["output"] = config.target
+    return config, best.state_dict, summary
+
+
+def shipped_model_at(path: Path) -> str | None:
+    """The name of the bundled model whose checkpoint ``path`` is (per the ``models.json`` beside it), or None."""
+    index = path.parent / "models.json"
+    if not index.is_file():
+        return None
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8")).get("models", [])
+    except (ValueError, AttributeError):
+        return None  # not a models index we can read: nothing shipped to protect here
+    return next((str(e.get("name")) for e in entries if isinstance(e, dict) and e.get("file") == path.name), None)
+
+
+def check_export_path(path: Path, overwrite: bool) -> None:
+    """Refuse a folder, an existing file without ``overwrite`` and, always, a shipped model's checkpoint."""
+    if path.is_dir():
+        raise InputError(f"export --out {path} is a folder; give a checkpoint file name such as {path / 'model.pt'}")
+    shipped = shipped_model_at(path) if path.exists() else None
+    if shipped is not None:
+        raise InputError(f"{path} is the bundled model {shipped!r} (listed in {path.parent / 'models.json'}); "
+                         f"export elsewhere, or replace the model with 'bundle --name {shipped} --replace'")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+
+
+def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True, overwrite: bool = False) -> tuple[Path, str]:
+    """Write ``run_dir``'s best weights with the full training summary (:func:`exported_checkpoint`) to
+    ``out_path``, which must not exist unless ``overwrite`` (and never be a shipped model); returns (path, sha256)."""
     out_path = Path(out_path)
-    digest = save_checkpoint(out_path, config, best.state_dict, summary)
-    return out_path, digest
+    check_export_path(out_path, overwrite)
+    config, state_dict, summary = exported_checkpoint(run_dir, output_map)
+    return out_path, save_checkpoint(out_path, config, state_dict, summary)

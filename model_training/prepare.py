@@ -9,13 +9,16 @@ validation and evaluation through the engine), ``norm_<role>`` (normalized with
 :func:`VirtualContrastLib.normalization.normalize` and the recorded spec, used for training),
 ``mask`` (uint8 brain mask), ``labels`` (int16 tumour labels, only when given) and the grid
 (``spacing``, ``origin``, ``direction``). ``index.json`` lists the prepared cases, the skipped ones
-with their reasons, and the options used.
+with their reasons, and the options used. Every file is written atomically (a kill or a full disk
+leaves the previous file, never a partial one). Preparing into an existing cache merges: cases
+prepared again replace their entries, the others are kept; a cache prepared with other options is refused.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,10 +27,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import SimpleITK as sitk
 
-from VirtualContrastLib.cases import TARGET, CaseFiles
+from VirtualContrastLib.cases import LABEL_VALUES, TARGET, CaseFiles
 from VirtualContrastLib.config import DEFAULT_NORMALIZATION, ModelConfig
 from VirtualContrastLib.errors import InputError, VirtualContrastError
-from VirtualContrastLib.fileutil import write_csv
+from VirtualContrastLib.fileutil import write_csv, write_error_reason, write_file
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.parallel import ordered_map
 
@@ -137,6 +140,7 @@ def prepare_case(case: CaseFiles, options: PrepareOptions) -> dict[str, np.ndarr
     if case.labels is not None:
         labels = preprocessing.resample_to_reference(sitk.Cast(sitk.ReadImage(str(case.labels)), sitk.sitkInt16), reference, sitk.sitkNearestNeighbor)
         label_array = sitk.GetArrayFromImage(labels).astype(np.int16)
+        _check_label_values(case, label_array)
         arrays["labels"] = label_array.copy()
         for source, destination in case.label_map.items():
             arrays["labels"][label_array == source] = destination
@@ -144,6 +148,17 @@ def prepare_case(case: CaseFiles, options: PrepareOptions) -> dict[str, np.ndarr
     arrays["spec"] = np.array(json.dumps(spec, sort_keys=True))
     arrays["case_id"] = np.array(case.case_id)
     return arrays
+
+
+def _check_label_values(case: CaseFiles, labels: np.ndarray) -> None:
+    """Refuse tumour labels outside the layout's values: the case would have no enhancing tumour to learn from."""
+    # A layout's map rewrites its own values into the prepared ones (BraTS 2018-2021: 4 -> 3, and 3 is not theirs).
+    accepted = (LABEL_VALUES - set(case.label_map.values())) | set(case.label_map)
+    found = sorted(int(v) for v in np.unique(labels))
+    unknown = [v for v in found if v not in accepted]
+    if unknown:
+        raise InputError(f"case {case.case_id}: label map {Path(case.labels).name} has values {unknown} outside its layout's "
+                         f"labels {sorted(accepted)} (values found: {found})")
 
 
 def _prepare_and_write(case: CaseFiles, options: PrepareOptions, out_dir: Path) -> dict[str, Any]:
@@ -154,7 +169,8 @@ def _prepare_and_write(case: CaseFiles, options: PrepareOptions, out_dir: Path) 
     except (VirtualContrastError, RuntimeError, OSError, ValueError) as error:
         # RuntimeError: SimpleITK reports unreadable files and failed registrations this way.
         return {"case": case.case_id, "reason": str(error).splitlines()[0]}
-    np.savez_compressed(out_dir / f"{case.case_id}.npz", **arrays)
+    # A write that fails stops the whole run (a full disk fails every later case too), not just this case.
+    write_file(out_dir / f"{case.case_id}.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
     roles = sorted(k[len("raw_"):] for k in arrays if k.startswith("raw_"))
     return {"case": case.case_id, "file": f"{case.case_id}.npz", "modalities": roles,
             "labels": "labels" in arrays, "shape": list(arrays["mask"].shape),
@@ -163,25 +179,46 @@ def _prepare_and_write(case: CaseFiles, options: PrepareOptions, out_dir: Path) 
 
 def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: PrepareOptions,
                     progress: Callable[[str], None] | None = None, workers: int = 1) -> dict[str, Any]:
-    """Prepare every case into ``out_dir`` (``workers`` processes); a case that fails is skipped and reported, not fatal."""
+    """Prepare every case into ``out_dir`` (``workers`` processes); a case that fails is skipped and reported, not fatal.
+
+    An existing cache in ``out_dir`` is merged into (see the module notes); the returned index lists under
+    ``kept`` the cases kept from it (not stored in ``index.json``).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    recorded = {"modalities": list(options.modalities), "register": options.register,
+                "normalization": options.normalization or DEFAULT_NORMALIZATION, "dtype": options.dtype}
+    earlier = _earlier_index(out_dir, recorded)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the cache folder {out_dir}: {write_error_reason(error)}") from None
     results: list[dict[str, Any]] = []
     for result in ordered_map(partial(_prepare_and_write, options=options, out_dir=out_dir), cases, workers):
         results.append(result)
         if progress:
             progress(result["case"])
-    prepared = [r for r in results if "reason" not in r]
-    skipped = [r for r in results if "reason" in r]
-    index = {
-        "prepared": prepared,
-        "skipped": skipped,
-        "options": {"modalities": list(options.modalities), "register": options.register,
-                    "normalization": options.normalization or DEFAULT_NORMALIZATION, "dtype": options.dtype},
-    }
-    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
-    write_csv(out_dir / "skipped.csv", skipped, fields=("case", "reason"))
-    return index
+    done = {r["case"] for r in results}
+    kept = [e for e in (earlier or {}).get("prepared", []) if e["case"] not in done]
+    prepared = kept + [r for r in results if "reason" not in r]
+    skipped = [e for e in (earlier or {}).get("skipped", []) if e["case"] not in done] + [r for r in results if "reason" in r]
+    index = {"prepared": prepared, "skipped": skipped, "options": recorded}
+    write_file(out_dir / INDEX_NAME, lambda tmp: tmp.write_text(json.dumps(index, indent=2), encoding="utf-8"))
+    try:
+        write_csv(out_dir / "skipped.csv", skipped, fields=("case", "reason"))
+    except OSError as error:
+        raise InputError(f"cannot write {out_dir / 'skipped.csv'}: {write_error_reason(error)}") from None
+    return {**index, "kept": [e["case"] for e in kept]}
+
+
+def _earlier_index(out_dir: Path, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The index of an earlier prepare into ``out_dir`` (None if there is none); refused if made with other options."""
+    if not (out_dir / INDEX_NAME).is_file():
+        return None
+    earlier = load_index(out_dir)
+    if earlier.get("options") != options:
+        raise InputError(f"{out_dir} already holds a cache prepared with other options ({json.dumps(earlier.get('options'), sort_keys=True)}); "
+                         "one cache has one set of options: prepare into another --out folder")
+    return earlier
 
 
 def load_index(cache_dir: str | Path) -> dict[str, Any]:
@@ -189,7 +226,14 @@ def load_index(cache_dir: str | Path) -> dict[str, Any]:
     path = Path(cache_dir) / INDEX_NAME
     if not path.is_file():
         raise InputError(f"{cache_dir} is not a prepared dataset (no {INDEX_NAME}); run 'prepare' first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        cases = [entry["case"] for entry in index["prepared"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is damaged (not a prepare index: {type(error).__name__}); prepare the data again") from None
+    if not all(isinstance(case, str) for case in cases):
+        raise InputError(f"{path} is damaged (case ids are not text); prepare the data again")
+    return index
 
 
 def check_normalization(cache_dir: str | Path, index: dict[str, Any], model: ModelConfig) -> None:
@@ -213,6 +257,9 @@ def load_case(cache_dir: str | Path, case_id: str, keys: Iterable[str] | None = 
     path = Path(cache_dir) / f"{case_id}.npz"
     if not path.is_file():
         raise InputError(f"cached case not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        wanted = data.files if keys is None else [key for key in keys if key in data.files]
-        return {key: data[key] for key in wanted}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            wanted = data.files if keys is None else [key for key in keys if key in data.files]
+            return {key: data[key] for key in wanted}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise InputError(f"cached case {case_id} ({path}) is damaged ({type(error).__name__}); prepare it again") from None

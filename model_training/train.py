@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -37,9 +38,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
-from VirtualContrastLib.fileutil import write_csv
+from VirtualContrastLib.fileutil import write_csv, write_error_reason, write_file
 from VirtualContrastLib.networks import build_network, in_plane_multiple
 from VirtualContrastLib.options import autocast_dtype
+from VirtualContrastLib.registry import resolve_device
 
 from .losses import VirtualContrastLoss, stage_at, total_epochs
 from .prepare import check_normalization, load_case, load_index
@@ -48,6 +50,9 @@ from .settings import SELECTION_GATES, SELECTION_RULES, TrainConfig
 
 STATE_NAME = "state.pt"
 BEST_NAME = "best.pt"
+CONFIG_NAME = "train_config.json"
+#: What a run writes into its folder: ``--overwrite`` removes exactly these before a new run starts.
+RUN_FILES = (STATE_NAME, BEST_NAME, "log.csv", "steps.csv", CONFIG_NAME, "tb")
 
 
 def selection_score(row: dict[str, Any], rule: str) -> float | None:
@@ -168,7 +173,7 @@ class Trainer:
         self.world_size = dist.get_world_size() if self.distributed else 1
         if device is None or device == "auto":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             # Training slabs have one fixed size, so cuDNN's per-shape algorithm search pays off at once.
@@ -287,8 +292,14 @@ class Trainer:
             "best": self.best,
             "history": self.history,
             "wall_time_s": self.wall_time,
+            "cases": self._case_lists(),
         }
         save_checkpoint(self.out_dir / STATE_NAME, self.config.model, self.network.state_dict(), training)
+
+    def _case_lists(self) -> dict[str, list[str]]:
+        """The training and validation case ids the config selects now."""
+        (_, train_ids), val = split_cases(self.config)
+        return {"train": train_ids, "val": val[1] if val else []}
 
     def load_state(self, path: str | Path) -> None:
         """Resume from a ``state.pt`` written by :meth:`save_state`."""
@@ -298,6 +309,11 @@ class Trainer:
             raise InputError(f"{Path(path).name} is not a training state (use the run folder's {STATE_NAME})")
         if checkpoint.config.to_dict() != self.config.model.to_dict():
             raise InputError(f"{Path(path).name} was trained with another model configuration than {self.config.name!r}")
+        cases = self._case_lists()
+        if "cases" in state and state["cases"] != cases:
+            raise InputError(f"{Path(path).name} was trained on other cases than the config's caches now hold "
+                             f"({len(state['cases']['train'])} training cases then, {len(cases['train'])} now); "
+                             "resume on the same data or train into a new run folder")
         self.network.load_state_dict(checkpoint.state_dict)
         self.epoch = int(state["epoch"])
         self.stage_index = int(state["stage_index"])
@@ -320,7 +336,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "train_config.json").write_text(json.dumps(self.config.raw, indent=2), encoding="utf-8")
+            write_file(self.out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(self.config.raw, indent=2), encoding="utf-8"))
             writer = SummaryWriter(str(self.out_dir / "tb"))
         end = total_epochs(self.config.stages) if stop_after_epoch is None else min(stop_after_epoch, total_epochs(self.config.stages))
         every = int(self.config.validation.get("every", 1))
@@ -376,12 +392,15 @@ class Trainer:
                          "validation": {k: v for k, v in row.items() if k.startswith("val_")}}
             save_checkpoint(self.out_dir / BEST_NAME, self.config.model, self.network.state_dict(), self.summary())
         self.save_state()
-        write_csv(self.out_dir / "log.csv", self.history)
-        with open(self.out_dir / "steps.csv", "a", newline="", encoding="utf-8") as handle:
-            writer_csv = csv.DictWriter(handle, fieldnames=list(self.step_log[0]) if self.step_log else ["epoch"])
-            if handle.tell() == 0:
-                writer_csv.writeheader()
-            writer_csv.writerows(self.step_log)
+        try:
+            write_csv(self.out_dir / "log.csv", self.history)
+            with open(self.out_dir / "steps.csv", "a", newline="", encoding="utf-8") as handle:
+                writer_csv = csv.DictWriter(handle, fieldnames=list(self.step_log[0]) if self.step_log else ["epoch"])
+                if handle.tell() == 0:
+                    writer_csv.writeheader()
+                writer_csv.writerows(self.step_log)
+        except OSError as error:
+            raise InputError(f"cannot write the logs of run folder {self.out_dir}: {write_error_reason(error)}") from None
         self.step_log = []
 
 
@@ -394,10 +413,56 @@ def _mean_metrics(per_case: list[dict[str, dict[str, float]]]) -> dict[str, floa
             for region, metric in keys}
 
 
+def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON configs."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return [key for name in dict.fromkeys([*recorded, *current])
+                for key in _differences(recorded.get(name), current.get(name), f"{prefix}{name}.")]
+    return [] if recorded == current else [prefix.rstrip(".")]
+
+
+def check_run_folder(out_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder: a non-empty folder needs ``resume`` (same config) or ``overwrite``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"run folder {out_dir} is a file")
+    if resume and overwrite:
+        raise InputError("--resume continues a run and --overwrite starts afresh: give one of them")
+    if resume:
+        recorded = out_dir / CONFIG_NAME
+        if recorded.is_file():
+            try:
+                changed = _differences(json.loads(recorded.read_text(encoding="utf-8")), json.loads(json.dumps(config.raw)))
+            except ValueError:
+                raise InputError(f"{recorded} is not valid JSON; cannot check that the resumed run keeps its config") from None
+            if changed:
+                raise InputError(f"{out_dir} was trained with another config ({', '.join(changed)} differ from {recorded.name}): "
+                                 "resume with the recorded config or train into a new run folder")
+        return
+    contents = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if contents and not overwrite:
+        raise InputError(f"run folder {out_dir} is not empty ({', '.join(contents[:4])}{', ...' if len(contents) > 4 else ''}): "
+                         "--resume continues it, --overwrite replaces the run in it, or choose another --out")
+
+
+def clear_run_folder(out_dir: Path) -> None:
+    """Remove a previous run's files (only :data:`RUN_FILES`; anything else in the folder stays)."""
+    for name in RUN_FILES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, device: str | None = None,
-          stop_after_epoch: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train ``config`` into ``out_dir``; with ``resume`` continue from ``out_dir/state.pt``."""
+          stop_after_epoch: int | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir``; with ``resume`` continue from ``out_dir/state.pt``, with ``overwrite``
+    replace a run already there (a non-empty folder is refused otherwise)."""
+    out_dir = Path(out_dir)
+    check_run_folder(out_dir, config, resume, overwrite)
     trainer = Trainer(config, out_dir, device=device, progress=progress)
+    if overwrite and trainer.rank == 0:
+        clear_run_folder(out_dir)
     if resume:
         state = Path(out_dir) / STATE_NAME
         if not state.is_file():

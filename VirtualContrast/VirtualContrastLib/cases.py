@@ -59,6 +59,10 @@ CASE_ID_PATTERN = re.compile(r"\w[\w .+-]{0,99}")
 #: Columns of a CSV manifest besides ``case_id`` and the image roles.
 MANIFEST_EXTRAS = ("mask", "labels")
 
+#: Tumour label values of the BraTS 2023 convention (0 background, 1 necrosis/non-enhancing, 2 oedema,
+#: 3 enhancing) that prepared data uses.
+LABEL_VALUES = frozenset({0, 1, 2, 3})
+
 #: Label values rewritten to the BraTS 2023 convention (3 = enhancing tumour) when preparing.
 LABEL_MAPS: dict[str, dict[int, int]] = {"brats2018": {4: 3}, "brats2021": {4: 3}, "ucsf_pdgm": {4: 3}}
 

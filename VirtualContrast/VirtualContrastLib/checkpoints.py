@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import ModelConfig
 from .errors import CheckpointError
-from .fileutil import atomic_write
+from .fileutil import atomic_write, write_error_reason
 
 FORMAT = "virtualcontrast-checkpoint"
 FORMAT_VERSION = 1
@@ -43,11 +43,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, config: ModelConfig, state_dict: dict[str, Any], training: dict[str, Any] | None = None) -> str:
-    """Write a checkpoint atomically (temp file + rename) and return its SHA-256."""
+    """Write a checkpoint atomically (temp file + rename) and return its SHA-256; a failed write is one-line :class:`CheckpointError`."""
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -55,8 +54,16 @@ def save_checkpoint(path: str | os.PathLike, config: ModelConfig, state_dict: di
         "training": dict(training or {}),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
-    with atomic_write(path, suffix=".tmp") as tmp:
-        torch.save(payload, tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # torch.save into our own handle: a failed write then surfaces as the OSError behind torch's RuntimeError.
+        with atomic_write(path, suffix=".tmp") as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+    except (OSError, RuntimeError) as error:
+        cause = error if isinstance(error, OSError) else error.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise CheckpointError(f"cannot write checkpoint {path}: {write_error_reason(cause)}") from None
     return sha256_file(path)
 
 

@@ -4,7 +4,8 @@ Each output becomes one folder of single-slice MR Image Storage files on the T1'
 per slice of the T1's third axis, position and orientation per slice). When the T1 came from a
 DICOM series, its patient and study identifiers and its frame of reference are copied so PACS
 files the synthetic series into the same study and viewers overlay it on the T1; otherwise a new
-study and frame of reference are made up and the patient name and ID are the case's name. Every
+study and frame of reference are made up and the patient name and ID are the case's name. Of
+:data:`REQUIRED_KEYWORDS`, what a DICOM T1 lacks is made up the same way (and a note says so). Every
 series gets new Series/SOP Instance UIDs, ``ImageType`` DERIVED\\SECONDARY, a ``SeriesDescription``
 that begins with "SYNTHETIC" and the intended-use statement in ``ImageComments``.
 
@@ -34,6 +35,10 @@ COPIED_KEYWORDS = (
     "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName",
     "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator", "BodyPartExamined",
 )
+
+#: Identifiers every output series needs (PACS files series by patient ID and study, viewers overlay by frame
+#: of reference): made up where the T1 does not provide them.
+REQUIRED_KEYWORDS = ("PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID")
 
 #: Largest stored value of the signed 16-bit pixels; the rescale slope maps it to the image's extreme.
 _INT16_MAX = 32767
@@ -76,21 +81,33 @@ def source_identifiers(t1_path: str | os.PathLike) -> dict[str, Any] | None:
     return {keyword: header.data_element(keyword).value for keyword in COPIED_KEYWORDS if keyword in header}
 
 
-def identifiers_for(t1_path: str | os.PathLike, case_id: str) -> tuple[dict[str, Any], str | None]:
-    """The DICOM T1's identifiers, or made-up ones (patient name and ID ``case_id``) and a note saying so."""
+def _made_up_identifiers(case_id: str) -> dict[str, Any]:
+    """A new study and frame of reference, patient name and ID ``case_id``."""
     from pydicom.uid import generate_uid
 
-    copied = source_identifiers(t1_path)
-    if copied is not None:
-        return copied, None
     now = datetime.datetime.now()
-    made_up = {
+    return {
         "PatientName": case_id, "PatientID": case_id, "StudyInstanceUID": generate_uid(),
         "FrameOfReferenceUID": generate_uid(), "StudyDate": now.strftime("%Y%m%d"), "StudyTime": now.strftime("%H%M%S"),
         "StudyDescription": "VirtualContrast synthesis (T1 was not DICOM)",
     }
-    return made_up, (
-        f"the T1 is not DICOM: the DICOM series got patient name and ID {case_id!r} and a new study and frame of reference"
+
+
+def identifiers_for(t1_path: str | os.PathLike, case_id: str) -> tuple[dict[str, Any], str | None]:
+    """The DICOM T1's identifiers (what it lacks of :data:`REQUIRED_KEYWORDS` made up), or made-up ones
+    (patient name and ID ``case_id``); and a note when anything was made up."""
+    copied = source_identifiers(t1_path)
+    made_up = _made_up_identifiers(case_id)
+    if copied is None:
+        return made_up, (
+            f"the T1 is not DICOM: the DICOM series got patient name and ID {case_id!r} and a new study and frame of reference"
+        )
+    missing = [keyword for keyword in REQUIRED_KEYWORDS if not str(copied.get(keyword) or "").strip()]
+    if not missing:
+        return copied, None
+    given = ", ".join(f"{keyword} {case_id!r}" if keyword.startswith("Patient") else f"a new {keyword}" for keyword in missing)
+    return {**copied, **{keyword: made_up[keyword] for keyword in missing}}, (
+        f"the DICOM T1 has no {', '.join(missing)}: the DICOM series got {given}"
     )
 
 

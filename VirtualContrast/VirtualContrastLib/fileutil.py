@@ -8,6 +8,7 @@ the same target once it is older than :data:`STALE_TEMP_SECONDS`.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import signal
 import tempfile
@@ -15,11 +16,23 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import InputError
 
 #: Age after which a leftover temporary file of a target is taken to be abandoned: far longer than
 #: any write takes, so a concurrent writer's live temporary file is never removed.
 STALE_TEMP_SECONDS = 3600.0
+
+#: errno values of a write that found no room: a full disk, a full quota, a file-size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def write_error_reason(error: BaseException | None) -> str:
+    """Why a write failed, for a one-line message: "disk full" when no room was left, else the system's reason."""
+    if getattr(error, "errno", None) in NO_SPACE_ERRNOS:
+        return "disk full"
+    return getattr(error, "strerror", None) or str(error) or "the write failed"
 
 
 def _temp_prefix(path: Path) -> str:
@@ -44,8 +57,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def _cleanup_on_sigterm() -> Iterator[None]:
-    """While writing, turn a default-handled SIGTERM into SystemExit so cleanup code runs."""
+def exit_on_sigterm() -> Iterator[None]:
+    """Meanwhile, turn a default-handled SIGTERM into SystemExit so cleanup code (``finally``) runs."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
@@ -75,7 +88,7 @@ def atomic_writes(paths: Sequence[str | os.PathLike], suffixes: Sequence[str]) -
     """
     targets = [Path(p) for p in paths]
     temps: list[str] = []
-    with _cleanup_on_sigterm():
+    with exit_on_sigterm():
         try:
             for path, suffix in zip(targets, suffixes):
                 _remove_stale_temps(path, suffix)
@@ -101,6 +114,17 @@ def atomic_write(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
     with atomic_writes([path], [suffix]) as (tmp,):
         yield tmp
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` atomically through ``write(tmp)``; a failed write is a one-line :class:`InputError` ("disk full" when it is)."""
+    path = Path(path)
+    try:
+        with atomic_write(path, suffix=path.suffix) as tmp:
+            write(tmp)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {write_error_reason(error)}") from None
+    return path
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:

@@ -6,15 +6,17 @@ torch is imported only when a command runs, so ``virtual-contrast --help`` stays
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from . import INTENDED_USE, MODALITIES
 from .errors import InputError, VirtualContrastError
-from .fileutil import write_csv
+from .fileutil import exit_on_sigterm, write_csv, write_file
 from .options import SynthesisOptions
 from .report import RunReport, check_report_path
 
@@ -82,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(or another known layout: BraTS 2018/2021/2023, UCSF-PDGM)")
     source.add_argument("--manifest", type=Path, help="CSV with columns case_id,t1,t2,adc,flair,mask (paths relative to the CSV)")
     batch.add_argument("--out-dir", required=True, type=Path, help="outputs go to <out-dir>/<case>/")
+    batch.add_argument("--redo", action="store_true",
+                       help="synthesize every case again, also those whose outputs a previous run completed (skipped otherwise)")
     _add_engine_options(batch)
     batch.set_defaults(func=run_batch)
 
@@ -110,9 +114,11 @@ def choose_model(model: str | None, modalities: list[str], device: str, say: Cal
     return loaded
 
 
-def read_job(job: SynthesisJob) -> tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]]:
-    """Check the job's output paths, then read and validate its inputs: everything that needs no model."""
+def read_job(job: SynthesisJob, tta: bool = False) -> tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]]:
+    """Check the job's output paths, then read and validate its inputs and check the memory the synthesis
+    (with ``tta``) needs: everything that needs no model."""
     from .imageio import check_output_path, read_image
+    from .memory import check_synthesis_memory
 
     outputs = [p for p in (job.output, job.subtraction, job.uncertainty) if p is not None]
     for path in outputs:
@@ -124,6 +130,8 @@ def read_job(job: SynthesisJob) -> tuple[dict[str, "sitk.Image"], Optional["sitk
         raise InputError("two outputs have the same path")
     images = {name: read_image(path) for name, path in job.inputs.items()}
     mask = read_image(job.mask, mask=True) if job.mask is not None else None
+    if "t1" in images:
+        check_synthesis_memory(images["t1"].GetSize(), len(images), tta)
     return images, mask
 
 
@@ -141,7 +149,7 @@ def run_job(
     from .imageio import write_images
     from .synthesis import synthesize
 
-    images, mask = inputs if inputs is not None else read_job(job)
+    images, mask = inputs if inputs is not None else read_job(job, options.tta)
     result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel, auxiliaries=auxiliaries)
     outputs = [(result.synthetic, job.output, None)]
     if job.subtraction is not None:
@@ -164,12 +172,17 @@ PROGRESS_PREFIX = "PROGRESS"
 
 
 def run(args: argparse.Namespace) -> int:
-    """``virtual-contrast synthesize``; with ``--report`` the outcome is also written as JSON, success or not."""
+    """``virtual-contrast synthesize``; with ``--report`` the outcome is also written as JSON, success or not
+    (Ctrl-C and SIGTERM included)."""
     report = RunReport()
     if args.report is not None:
         check_report_path(args.report)
     try:
-        return _run(args, report)
+        with exit_on_sigterm():
+            return _run(args, report)
+    except SystemExit as exit_:
+        report.error = "terminated (SIGTERM)" if exit_.code == 128 + signal.SIGTERM else f"exited with status {exit_.code}"
+        raise
     except VirtualContrastError as error:
         report.error = str(error)
         raise
@@ -201,7 +214,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         from .dicomio import check_dicom_out
 
         check_dicom_out(job.dicom_out)
-    loaded = read_job(job)
+    loaded = read_job(job, options.tta)
     model = choose_model(args.model, list(inputs), options.device, print)
     report.model = model.name
     auxiliaries = load_auxiliaries(model, inputs, options.missing_policy)
@@ -255,8 +268,60 @@ def cases_from_manifest(manifest: Path) -> list[tuple[str, dict[str, Path], Path
     return [(case.case_id, case.images, case.mask) for case in read_manifest(manifest, roles=MANIFEST_COLUMNS[1:])]
 
 
+#: File in each case's output folder that records a completed case: model, options, inputs and outputs with their SHA-256.
+COMPLETE_RECORD = "batch-complete.json"
+
+
+def _digests(paths: list[Path]) -> dict[str, str]:
+    """SHA-256 of every file of ``paths`` (files, or folders such as DICOM series, searched recursively)."""
+    from .checkpoints import sha256_file
+
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p])]
+    return {str(f): sha256_file(f) for f in files if f.is_file()}
+
+
+def _model_digest(key: str) -> str | None:
+    """SHA-256 of a bundled model (by name) or checkpoint file, without loading it; None if neither."""
+    from .checkpoints import sha256_file
+    from .registry import find_model
+
+    entry = find_model(key)
+    if entry is not None:
+        return entry.sha256
+    return sha256_file(key) if Path(key).is_file() else None
+
+
+def _job_record(job: SynthesisJob, model_digest: str | None, options: SynthesisOptions) -> dict[str, object]:
+    """What makes a case's outputs what they are: model, options (the device aside) and input files."""
+    inputs = [*job.inputs.values(), *([job.mask] if job.mask is not None else [])]
+    return {"model_sha256": model_digest, "options": {k: v for k, v in asdict(options).items() if k != "device"},
+            "inputs": _digests(inputs)}
+
+
+def _job_outputs(job: SynthesisJob) -> list[Path]:
+    return [p for p in (job.output, job.subtraction, job.uncertainty, job.dicom_out) if p is not None]
+
+
+def _is_complete(job: SynthesisJob, record: dict[str, object]) -> bool:
+    """Whether a previous run recorded this job, same model, options and inputs, and its outputs are unchanged."""
+    path = job.output.parent / COMPLETE_RECORD
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    outputs = earlier.pop("outputs", None) if isinstance(earlier, dict) else None
+    return earlier == json.loads(json.dumps(record)) and bool(outputs) and outputs == _digests(_job_outputs(job))
+
+
+def _record_complete(job: SynthesisJob, record: dict[str, object]) -> None:
+    """Record the job as complete, with the SHA-256 of every output, once they are all written."""
+    text = json.dumps({**record, "outputs": _digests(_job_outputs(job))}, indent=2) + "\n"
+    write_file(job.output.parent / COMPLETE_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def run_batch(args: argparse.Namespace) -> int:
-    """``virtual-contrast batch``: every case, errors reported per case, summary at the end."""
+    """``virtual-contrast batch``: every case, errors reported per case, summary at the end; a case whose
+    outputs a previous run completed (same model, options and inputs, outputs unchanged) is skipped unless ``--redo``."""
     from tqdm import tqdm
 
     from .registry import resolve_device
@@ -287,18 +352,24 @@ def run_batch(args: argparse.Namespace) -> int:
                 uncertainty=out / f"{case_id}-uncertainty.nii.gz" if options.tta else None,
                 dicom_out=args.dicom_out / case_id if args.dicom_out else None, case_id=case_id,
             )
-            loaded = read_job(job)
             key = args.model or ""
             if args.model is None:
                 from .registry import default_model_for
 
                 key = default_model_for(list(inputs)).name
-            if key not in models:
-                models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
-            model_name = models[key].name
-            auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
-            result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
-            message = "; ".join(result.notes)
+            record = _job_record(job, _model_digest(key), options)
+            if not args.redo and _is_complete(job, record):
+                status, model_name, message = "skipped", key, "complete (outputs verified against the previous run's record)"
+                tqdm.write(f"{case_id}: skipped, complete")
+            else:
+                loaded = read_job(job, options.tta)
+                if key not in models:
+                    models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
+                model_name = models[key].name
+                auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
+                result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
+                _record_complete(job, record)
+                message = "; ".join(result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)
             tqdm.write(f"{case_id}: error: {error}", file=sys.stderr)
@@ -308,13 +379,16 @@ def run_batch(args: argparse.Namespace) -> int:
         summary.append({"case_id": case_id, "status": status, "model": model_name,
                         "seconds": f"{time.perf_counter() - start:.1f}", "message": message})
     bar.close()
-    failed = [row for row in summary if row["status"] != "ok"]
+    failed = [row for row in summary if row["status"] == "failed"]
+    skipped = [row for row in summary if row["status"] == "skipped"]
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         write_csv(args.out_dir / "batch_summary.csv", summary)
     except OSError as error:
         raise InputError(f"cannot write {args.out_dir / 'batch_summary.csv'}: {error.strerror}") from None
-    print(f"{len(summary)} cases: {len(summary) - len(failed)} done, {len(failed)} failed; summary in {args.out_dir / 'batch_summary.csv'}")
+    skipped_text = f"{len(skipped)} skipped (complete before; --redo synthesizes them again), " if skipped else ""
+    print(f"{len(summary)} cases: {len(summary) - len(failed) - len(skipped)} done, {skipped_text}{len(failed)} failed; "
+          f"summary in {args.out_dir / 'batch_summary.csv'}")
     for row in failed:
         print(f"  failed {row['case_id']}: {row['message']}")
     return 1 if failed else 0
