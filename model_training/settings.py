@@ -146,8 +146,9 @@ class TrainConfig:
             select = dict(data.get("validation", {})).get("select", "brain_psnr")
             if select not in SELECTION_RULES:
                 raise ValueError(f"validation.select must be one of {', '.join(SELECTION_RULES)}, not {select!r}")
-            if float(loss.get("histogram", 0.0)) < 0 or float(loss.get("detection", 1.0)) < 0:
-                raise ValueError("loss.histogram and loss.detection must be >= 0")
+            for term, default in (("histogram", 0.0), ("detection", 1.0)):
+                if float(loss.get(term, default)) < 0:
+                    raise ValueError(f"loss.{term} must be >= 0")
             if batch_size < 1 or sampling.slabs_per_epoch < batch_size:
                 raise ValueError("need batch_size >= 1 and slabs_per_epoch >= batch_size")
             return cls(
