@@ -32,7 +32,7 @@ from slicer.util import VTKObservationMixin
 
 from VirtualContrastLib import INTENDED_USE, MODALITIES, __version__
 from VirtualContrastLib.errors import CancelledError, CheckpointError, InputError, VirtualContrastError
-from VirtualContrastSlicerLib import choices, dependencies, inputs, outputs, sample
+from VirtualContrastSlicerLib import choices, dependencies, inputs, outputs, sample, studies
 from VirtualContrastSlicerLib.logic import SynthesisLogic, SynthesisSettings
 from VirtualContrastSlicerLib.models import AUTOMATIC_MODEL
 
@@ -183,7 +183,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._pollTimer = None
-        self._autoAssigned = {}
+        self._autoAssigner = inputs.AutoAssigner()
         self._shownOverlay = None
 
     def resourcePath(self, filename):
@@ -239,7 +239,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The parameter node goes away with the scene; a running synthesis is cancelled."""
         if self._job is not None:
             self._job.cancel()
-        self._autoAssigned = {}
+        self._autoAssigner = inputs.AutoAssigner()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -281,14 +281,14 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for index, label in enumerate(choices.labels(parameter, values)):
                 combo.setItemText(index, _(label))
 
+    def _candidateNodes(self) -> list:
+        nodes = [slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                 for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        # only plain scalar volumes: not label maps, DWI, tensor or vector volumes, nor our results
+        return [n for n in nodes if n.GetClassName() == "vtkMRMLScalarVolumeNode" and not outputs.isSynthetic(n)]
+
     def _volumeNames(self) -> dict:
-        names = {}
-        for index in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-            node = slicer.mrmlScene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-            # only plain scalar volumes: not label maps, DWI, tensor or vector volumes, nor our results
-            if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not outputs.isSynthetic(node):
-                names[node.GetID()] = node.GetName()
-        return names
+        return {node.GetID(): node.GetName() for node in self._candidateNodes()}
 
     def _currentInputs(self) -> dict:
         p = self._parameterNode
@@ -297,8 +297,10 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _autoAssignInputs(self) -> None:
         if not self._parameterNode:
             return
-        for modality, nodeId in inputs.autoAssign(self._volumeNames(), self._currentInputs()).items():
-            self._autoAssigned[modality] = nodeId
+        database = getattr(slicer, "dicomDatabase", None)
+        volumes = {node.GetID(): inputs.Volume(node.GetName(), studies.identity(node)[1], studies.dicomTags(node, database, inputs.TAGS))
+                   for node in self._candidateNodes()}
+        for modality, nodeId in self._autoAssigner.update(volumes, self._currentInputs()).items():
             setattr(self._parameterNode, modality, slicer.mrmlScene.GetNodeByID(nodeId))
 
     # -- model selection ------------------------------------------------------------------------
@@ -368,7 +370,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 inputs="+".join(m.upper() for m in plan.missing),
                 how=_("predicted from the T1") if p.missingPolicy == "auxiliary" else _("zero-filled"))
         self.ui.modelInfoLabel.text = description
-        self.ui.autoAssignLabel.text = inputs.autoAssignmentNote(self._autoAssigned, self._currentInputs(), self._volumeNames())
+        self.ui.autoAssignLabel.text = inputs.autoAssignmentNote(self._autoAssigner.assigned, self._currentInputs(), self._volumeNames())
         self.ui.uncertaintyVolumeSelector.enabled = p.uncertainty
         if self._job is None:
             try:

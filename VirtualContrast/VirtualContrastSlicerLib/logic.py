@@ -32,6 +32,7 @@ from . import outputs as outputNodes
 from . import sample
 from .models import ModelCatalog
 from .process import BackgroundProcess, engineEnvironment, pythonExecutable
+from .studies import mixedStudiesProblem
 from .volumes import imageFromVolumeNode, maskImageFromNode, removeNodeWithDependents
 
 if TYPE_CHECKING:
@@ -220,8 +221,9 @@ class SynthesisLogic:
             seen[node.GetID()] = kind
         return None
 
-    def _refuseOutputs(self, inputNodes: dict, maskNode, outputs: dict) -> None:
-        problem = self.outputProblem(inputNodes, maskNode, outputs)
+    def _refuseRun(self, inputNodes: dict, maskNode, outputs: dict) -> None:
+        # one patient and study: the engine's overlap check passes two heads at the scanner centre
+        problem = mixedStudiesProblem({**inputNodes, "mask": maskNode}) or self.outputProblem(inputNodes, maskNode, outputs)
         if problem:
             raise InputError(problem)
 
@@ -239,7 +241,7 @@ class SynthesisLogic:
         inputNodes = {m: node for m, node in given.items() if not plan.inputs or m in plan.inputs or m == "t1"}
         outputs = {"synthetic": p.outputVolume, "subtraction": p.subtractionVolume,
                    "uncertainty": p.uncertaintyVolume if p.uncertainty else None}
-        self._refuseOutputs(inputNodes, p.brainMask, outputs)
+        self._refuseRun(inputNodes, p.brainMask, outputs)
         settings = SynthesisSettings(model=plan.model, device=p.device, overlap=p.overlap,
                                      uncertainty=p.uncertainty, missingPolicy=p.missingPolicy)
         return SynthesisRequest(inputNodes, p.brainMask, settings, outputs)
@@ -281,7 +283,7 @@ class SynthesisLogic:
               onFinished: Callable[[SynthesisJob], None] | None = None, keepFiles: bool = False) -> SynthesisJob:
         """Start a background synthesis and return its job (poll it; results arrive when it ends)."""
         settings = settings or SynthesisSettings()
-        self._refuseOutputs(inputNodes, maskNode, outputs or {})
+        self._refuseRun(inputNodes, maskNode, outputs or {})
         folder = workDirectory()
         try:
             paths = self.writeInputs(inputNodes, maskNode, folder)
@@ -300,7 +302,7 @@ class SynthesisLogic:
         from VirtualContrastLib import registry, synthesis
 
         settings = settings or SynthesisSettings()
-        self._refuseOutputs(inputNodes, maskNode, outputs or {})
+        self._refuseRun(inputNodes, maskNode, outputs or {})
         images = self.inputImages(inputNodes)
         mask = maskImageFromNode(maskNode, inputNodes["t1"]) if maskNode is not None else None
         modelName = settings.model or registry.default_model_for(images, phantom_data=sample.isPhantom(inputNodes["t1"])).name
