@@ -220,24 +220,71 @@ def test_result_is_shown_with_its_own_overlay_and_only_over_results(scene):
     assert all(c.GetForegroundVolumeID() is None for c in compositeNodes)
 
 
-def test_subtraction_overlay_colours_enhancement_only(scene):
-    t1 = _volume(scene, "T1", _head(), np.eye(4))
-    images = _resultImages(t1)
-    result = SynthesisLogic(scene).storeResults(images, t1, {}, "tiny", [])
+def _sliceView(scene):
+    """A slice view driven by Slicer's own vtkMRMLSliceLogic; its foreground layer logic makes the overlay image the view blends.
 
-    display = result.subtraction.GetDisplayNode()
-    colour = scene.GetNodeByID(display.GetColorNodeID())
-    assert colour.GetName() == outputs.ENHANCEMENT_COLOR_NAME
-    values = slicer.util.arrayFromVolume(result.subtraction)
-    top = np.percentile(values[values > 0], 99)
-    assert display.GetAutoWindowLevel() == 0 and display.GetWindowLevelMax() == pytest.approx(top, rel=1e-4)
-    # 0 (non-enhancing) and negative values fall below the threshold: the slice views draw them transparent
-    assert display.GetApplyThreshold() == 1 and display.GetAutoThreshold() == 0
-    assert 0 < display.GetLowerThreshold() < top
-    assert display.GetUpperThreshold() >= values.max()
+    The overlay is read from that layer (RGBA; alpha 0 is transparent), not from the blended image: outside the
+    application the slice logic's blend comes out black whenever the foreground layer is transparent everywhere.
+    """
+    logic = slicer.vtkMRMLSliceLogic()
+    logic.SetMRMLScene(scene)
+    sliceNode = logic.AddSliceNode(f"View{scene.GetNumberOfNodesByClass('vtkMRMLSliceNode')}")
+    sliceNode.SetDimensions(96, 96, 1)
+    return logic
+
+
+def _pixels(connection) -> np.ndarray:
+    producer = connection.GetProducer()
+    producer.Update()
+    return vtk.util.numpy_support.vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars()).astype(int)
+
+
+def _overlayDrawn(logic, offset: float) -> np.ndarray:
+    """Which pixels of the view the overlay draws at ``offset`` mm: the foreground layer's alpha (0 = transparent)."""
+    logic.FitSliceToAll()
+    logic.GetSliceNode().SetSliceOffset(offset)
+    return _pixels(logic.GetForegroundLayer().GetImageDataConnection())[:, 3] > 0
+
+
+def test_overlay_colours_enhancement_in_absolute_map_units_as_the_slice_view_draws_it(scene):
+    import vtk.util.numpy_support  # noqa: F401
+
+    from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD
+
+    # the application's colour logic puts the default colour tables (grey for volumes) into its scene
+    slicer.vtkMRMLColorLogic().SetMRMLScene(scene)
+    t1 = _volume(scene, "T1", _head(), np.diag([2.0, 2.0, 2.0, 1.0]))
+    brain = slicer.util.arrayFromVolume(t1) > 0
+    noise = np.where(brain, np.random.default_rng(3).normal(0.0, 0.01, brain.shape), 0).astype(np.float32)
+    lesion = np.zeros_like(brain)
+    lesion[8:11, 12:18, 10:16] = True
+    views = {}
+    for case, subtraction in (("noise", noise), ("lesion", np.where(lesion, 0.3, noise).astype(np.float32))):
+        images = {"synthetic": imageFromVolumeNode(t1), "subtraction": sitk.GetImageFromArray(subtraction), "uncertainty": None}
+        images["subtraction"].CopyInformation(images["synthetic"])
+        result = SynthesisLogic(scene).storeResults(images, t1, {}, "tiny", [])
+        views[case] = _sliceView(scene)
+        views[case].GetSliceCompositeNode().SetBackgroundVolumeID(result.synthetic.GetID())
+        outputs.applyOverlay(scene, "subtraction", 1.0)
+        assert views[case].GetSliceCompositeNode().GetForegroundVolumeID() == result.subtraction.GetID()
+        # the same scale for every case: from the engine's detection threshold, not from a per-case percentile
+        display = result.subtraction.GetDisplayNode()
+        assert display.GetLowerThreshold() == pytest.approx(ENHANCEMENT_THRESHOLD)
+        assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx(outputs.enhancementScale())
+    # a map with no enhancement (noise of sd 0.01) colours nothing, at any depth
+    for offset in (15.0, 19.0, 23.0):
+        assert not _overlayDrawn(views["noise"], offset).any()
+    # the enhancing region (6 x 6 voxels of 2 mm in a 52 x 60 mm view) is coloured, and the brain around it is not
+    assert 0.005 < _overlayDrawn(views["lesion"], 19.0).mean() < 0.05
+    assert not _overlayDrawn(views["lesion"], 5.0).any()
     # the colour node is reused, not duplicated, on the next run
-    SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {}, "tiny", [])
     assert len([n for n in scene.GetNodesByName(outputs.ENHANCEMENT_COLOR_NAME)]) == 1
+
+
+def test_the_panel_legend_states_the_scale():
+    threshold, top = outputs.enhancementScale()
+    legend = outputs.scaleLegend(threshold, top)
+    assert f"below {threshold:g}" in legend and f"{top:g}" in legend and "same scale for every case" in legend
 
 
 def test_outputs_that_are_inputs_or_shared_are_refused_before_any_work(scene):

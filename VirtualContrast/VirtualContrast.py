@@ -208,6 +208,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
 
         self._populateModels()
+        self.ui.overlayLegendLabel.text = outputs.scaleLegend(*outputs.enhancementScale())
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.initializeParameterNode()

@@ -358,7 +358,7 @@ class SynthesisLogic:
                 nodes[kind] = outputNodes.writeOutputNode(self.scene, image, kind, t1Node, modelName, node)
                 if node is None:
                     created.append(nodes[kind])
-            outputNodes.configureSubtractionDisplay(nodes["subtraction"], outputNodes.enhancementWindow(results["subtraction"]))
+            outputNodes.configureSubtractionDisplay(nodes["subtraction"], *outputNodes.enhancementScale())
             if nodes["uncertainty"] is not None:
                 outputNodes.configureUncertaintyDisplay(nodes["uncertainty"])
             outputNodes.linkOverlays(nodes["synthetic"], nodes["subtraction"], nodes["uncertainty"])

@@ -29,9 +29,6 @@ _DESCRIPTIONS = {
 }
 
 ENHANCEMENT_COLOR_NAME = "VirtualContrastEnhancement"
-#: Fraction of the colour window's top below which the subtraction map is transparent. Non-enhancing
-#: brain is about 0 plus noise; the window's top is the 99th percentile of the positive values.
-ENHANCEMENT_THRESHOLD_FRACTION = 0.15
 #: Node reference roles from a synthetic CE-T1 to the maps made with it.
 OVERLAY_REFERENCES = {"subtraction": "VirtualContrastSubtraction", "uncertainty": "VirtualContrastUncertainty"}
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
@@ -96,20 +93,33 @@ def enhancementColorNode(scene: "slicer.vtkMRMLScene") -> "slicer.vtkMRMLColorNo
     return node
 
 
-def enhancementWindow(image: sitk.Image, percentile: float = 99.0) -> float:
-    """Top of the subtraction map's colour window: the ``percentile`` of its positive (enhancing) values."""
-    values = sitk.GetArrayViewFromImage(image)
-    values = values[values > 0]
-    if values.size == 0:
-        return 1.0
-    return float(max(np.percentile(values, percentile), np.finfo(np.float32).tiny))
+def enhancementScale() -> tuple[float, float]:
+    """The subtraction map's colour scale in map units, the same for every case: (transparent below, full colour at).
+
+    The lower end is the engine's detection threshold (the value its lesion metrics count as enhancement),
+    the top its montages' fixed map limit; map units are fractions of the CE-T1's brain intensity window.
+    """
+    # imported here: the engine's metrics module pulls in scipy and scikit-image, not wanted when Slicer loads the module
+    from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, MAP_LIMIT
+
+    return ENHANCEMENT_THRESHOLD, MAP_LIMIT
 
 
-def configureSubtractionDisplay(node: "slicer.vtkMRMLScalarVolumeNode", top: float) -> None:
-    """Colour only enhancement: values below a threshold (non-enhancing brain, about 0) are transparent."""
+def scaleLegend(threshold: float, top: float) -> str:
+    """The panel's legend of an overlay colour scale (``threshold`` and ``top`` in map units)."""
+    return (f"Enhancement overlay, the same scale for every case: transparent below {threshold:g} (the engine's detection "
+            f"threshold), dark red at {threshold:g} to yellow at {top:g} and above. Unit: fraction of the synthetic CE-T1's "
+            "brain intensity range.")
+
+
+def configureSubtractionDisplay(node: "slicer.vtkMRMLScalarVolumeNode", threshold: float, top: float) -> None:
+    """Colour a map from ``threshold`` (dark red) to ``top`` (yellow) in its own units; values below ``threshold`` are transparent.
+
+    Absolute units, not a per-case window: a case without enhancement shows nothing rather than its noise
+    stretched to full colour.
+    """
     display = node.GetDisplayNode()
     display.SetAndObserveColorNodeID(enhancementColorNode(node.GetScene()).GetID())
-    threshold = ENHANCEMENT_THRESHOLD_FRACTION * top
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(threshold, top)
     # slice views draw voxels outside the threshold range transparent: the overlay shows enhancement only
