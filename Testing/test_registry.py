@@ -20,6 +20,9 @@ from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import (
     auxiliary_model_for,
     default_model_for,
+    find_model,
+    ignored_inputs_note,
+    training_warning,
     list_models,
     load_model,
     models_dir,
@@ -96,12 +99,12 @@ def test_user_checkpoint_path_format_checks(tmp_path, models):
     (["t1", "adc"], "t1-only"),
 ])
 def test_default_model_uses_the_most_available_inputs(models, available, expected):
-    assert default_model_for(available).name == expected
+    assert default_model_for(available, phantom_data=True).name == expected
 
 
 def test_default_model_errors(models, tmp_path, monkeypatch):
     with pytest.raises(MissingModalityError, match="no bundled model works with t2"):
-        default_model_for(["t2"])
+        default_model_for(["t2"], phantom_data=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "models.json").write_text('{"models": []}', encoding="utf-8")
@@ -160,3 +163,37 @@ def test_a_model_trained_on_real_scans_wins_a_tie_with_a_phantom_one(bundled_mod
     assert default_model_for(["t1", "t2", "flair"]).name == "real-flair"
     # Phantom images (the demo) go to the phantom-trained one.
     assert default_model_for(["t1", "t2", "flair"], phantom_data=True).name == "phantom-flair"
+
+
+def test_on_real_scans_the_automatic_choice_is_only_a_model_trained_on_real_scans(bundled_models) -> None:
+    folder = bundled_models([{"name": "phantom-adc", "inputs": ["t1", "t2", "adc"]},
+                             {"name": "real-flair", "inputs": ["t1", "t2", "flair"], "training_data": "brats2018"}])
+    # a subset of the inputs: the ADC is ignored, and the note says so
+    entry = default_model_for(["t1", "t2", "adc", "flair"])
+    assert entry.name == "real-flair"
+    assert ignored_inputs_note(entry, ["t1", "t2", "adc", "flair"]) == "model real-flair uses T1+T2+FLAIR; ignored: ADC"
+    assert ignored_inputs_note(entry, ["t1", "t2", "flair"]) is None
+    # no real-data model fits: one line naming what to load and the phantom model to name instead
+    with pytest.raises(MissingModalityError) as refused:
+        default_model_for(["t1", "t2", "adc"])
+    assert str(refused.value) == ("no bundled model trained on real scans works with T1+T2+ADC: load FLAIR (real-flair needs "
+                                  "T1+T2+FLAIR), or name a model to run it anyway (trained on phantoms only: phantom-adc)")
+    # phantom images keep the phantom-trained model, without warning; on real scans it warns
+    assert default_model_for(["t1", "t2", "adc"], phantom_data=True).name == "phantom-adc"
+    assert "trained on phantoms only" in training_warning(find_model("phantom-adc"))
+    assert training_warning(find_model("phantom-adc"), phantom_data=True) is None
+    assert training_warning(find_model("real-flair")) is None
+    # a real-data T1+T2 model listed later is picked up as soon as models.json lists it
+    import json
+
+    listing = json.loads((folder / "models.json").read_text(encoding="utf-8"))
+    listing["models"].append({**listing["models"][1], "name": "real-t1-t2", "inputs": ["t1", "t2"]})
+    (folder / "models.json").write_text(json.dumps(listing), encoding="utf-8")
+    assert default_model_for(["t1", "t2", "adc"]).name == "real-t1-t2"
+    assert default_model_for(["t1", "t2", "adc", "flair"]).name == "real-flair"
+
+
+def test_with_no_model_trained_on_real_scans_the_refusal_names_the_phantom_models(models) -> None:
+    with pytest.raises(MissingModalityError, match=r"^no bundled model is trained on real scans: name a model to run it anyway "
+                                                   r"\(trained on phantoms only: t1-only, t1-t2\)$"):
+        default_model_for(["t1", "t2"])

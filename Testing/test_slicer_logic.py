@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VirtualContrast"))
 from conftest import head  # noqa: E402
 from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError  # noqa: E402
 from VirtualContrastSlicerLib import inputs, outputs  # noqa: E402
-from VirtualContrastSlicerLib.models import ModelCatalog  # noqa: E402
+from VirtualContrastSlicerLib.models import ModelCatalog, imageWarnings  # noqa: E402
 from VirtualContrastSlicerLib.logic import SynthesisLogic, SynthesisSettings, parseProgressLine  # noqa: E402
 from VirtualContrastSlicerLib.volumes import (  # noqa: E402
     ijkToRasFromNode,
@@ -426,29 +426,46 @@ def test_engine_errors_reach_the_caller_as_one_clear_message(scene, tmp_path):
 # -- run plans, checkpoints, dependencies, the child process ---------------------------------------------------
 
 
-@pytest.mark.parametrize("given, policy, model, missing", [
-    # every input given: the engine's own choice (None: ask the registry), so the panel and the CLI agree
-    (["t1", "t2", "adc"], "error", None, []),
-    (["t1", "t2", "flair"], "error", None, []),
-    (["t1", "t2", "adc", "flair"], "auxiliary", None, []),
-    (["t1", "t2"], "auxiliary", "vc-hrfcn16-t1-t2-adc", ["adc"]),
-    (["t1"], "auxiliary", "vc-hrfcn16-t1-t2-adc", ["t2", "adc"]),
-    (["t1", "t2"], "zeros", "vc-hrfcn16-t1-t2-adc", ["adc"]),
-])
-def test_automatic_model_plans_use_the_missing_input_policy(given, policy, model, missing):
-    from VirtualContrastLib import registry
+REAL = "vc-hrfcn16-t1-t2-flair-brats18"
+PHANTOM = "vc-hrfcn16-t1-t2-adc"
 
-    plan = ModelCatalog().plan("", given, policy)
+
+@pytest.mark.parametrize("given, policy, phantom, model, missing", [
+    # on real scans only the model trained on real scans, for a subset of the inputs or with missing inputs filled
+    (["t1", "t2", "flair"], "error", False, REAL, []),
+    (["t1", "t2", "adc", "flair"], "auxiliary", False, REAL, []),
+    (["t1", "t2"], "zeros", False, REAL, ["flair"]),
+    (["t1"], "zeros", False, REAL, ["t2", "flair"]),
+    # on the phantom the phantom-trained models, as before
+    (["t1", "t2", "adc"], "error", True, PHANTOM, []),
+    (["t1", "t2"], "auxiliary", True, PHANTOM, ["adc"]),
+    (["t1"], "auxiliary", True, PHANTOM, ["t2", "adc"]),
+])
+def test_automatic_model_plans_use_the_missing_input_policy(given, policy, phantom, model, missing):
+    plan = ModelCatalog().plan("", given, policy, phantom)
     assert plan.possible, plan.problem
-    assert (plan.model, plan.missing) == (model or registry.default_model_for(given).name, missing)
+    assert (plan.model, plan.missing, plan.warnings) == (model, missing, [])
+
+
+def test_the_plan_says_which_inputs_are_ignored_and_warns_of_phantom_only_models():
+    catalog = ModelCatalog()
+    plan = catalog.plan("", ["t1", "t2", "adc", "flair"], "error")
+    assert plan.notes == [f"Model {REAL} uses T1+T2+FLAIR; ignored: ADC."] and plan.warnings == []
+    named = catalog.plan(PHANTOM, ["t1", "t2", "adc"], "error")
+    assert named.possible and len(named.warnings) == 1 and "trained on phantoms only" in named.warnings[0]
+    assert catalog.plan(PHANTOM, ["t1", "t2", "adc"], "error", phantom=True).warnings == []
+    # the auxiliary models are phantom-trained too: predicting a missing input with them on real scans warns
+    assert any("vc-aux-t1-to-adc" in w for w in catalog.plan(PHANTOM, ["t1", "t2"], "auxiliary").warnings)
 
 
 @pytest.mark.parametrize("model, given, policy, fragment", [
-    ("", ["t1"], "error", "No bundled model works with T1"),
-    ("", ["t1", "t2"], "error", "No bundled model works with T1+T2"),
+    ("", ["t1"], "error", "No bundled model trained on real scans works with T1: load T2+FLAIR"),
+    ("", ["t1", "t2", "adc"], "error", f"load FLAIR ({REAL} needs T1+T2+FLAIR), or name a model to run it anyway "
+                                       f"(trained on phantoms only: {PHANTOM})"),
+    ("", ["t1", "t2"], "auxiliary", "load FLAIR"),
     ("", ["t2", "adc"], "zeros", "pre-contrast T1"),
     ("vc-hrfcn16-t1-t2-flair", ["t1", "t2"], "auxiliary", "No bundled auxiliary model predicts FLAIR"),
-    ("vc-hrfcn16-t1-t2-adc", ["t1", "t2"], "error", "Select ADC"),
+    (PHANTOM, ["t1", "t2"], "error", "Select ADC"),
 ])
 def test_impossible_runs_are_refused_with_the_reason(model, given, policy, fragment):
     plan = ModelCatalog().plan(model, given, policy)
@@ -528,3 +545,42 @@ def test_in_process_run_predicts_a_missing_input_with_the_auxiliary_model(scene,
     result = SynthesisLogic(scene).process(t1, model=str(tiny_t1_t2_checkpoint), device="cpu", missingPolicy="auxiliary")
     assert any("T2 was not given" in note and "auxiliary" in note for note in result.notes), result.notes
     assert result.synthetic.GetImageData().GetDimensions() == t1.GetImageData().GetDimensions()
+
+
+# -- what the model expects of its inputs ------------------------------------------------------------------------
+
+
+def _headArray(shape, spacing, skull: bool) -> np.ndarray:
+    """A brain ellipsoid of about 1.2 l (0 outside) or, with ``skull``, a 3 l head in a noisy background."""
+    grid = (np.indices(shape) + 0.5) * np.array(spacing)[::-1, None, None, None]
+    centre = np.array(shape) * np.array(spacing)[::-1] / 2
+    r = np.sqrt((((grid - centre[:, None, None, None]) / np.array([55.0, 75.0, 60.0])[:, None, None, None]) ** 2).sum(0))
+    brain = np.where(r < 1, 100.0, 0.0)
+    if not skull:
+        return brain.astype(np.float32)
+    noise = np.random.default_rng(0).rayleigh(3.0, shape)
+    return (np.where(r < 1.4, 60.0, 0.0) + brain + noise).astype(np.float32)
+
+
+def test_inputs_unlike_the_models_training_images_are_named_with_the_reason():
+    from VirtualContrastLib.registry import find_model
+
+    expected = find_model("vc-hrfcn16-t1-t2-flair-brats18").preprocessing
+    assert expected["skull_stripped"] and "BraTS" in expected["summary"]
+    shape, spacing = (90, 110, 100), (1.5, 1.5, 1.5)
+    axial = np.diag([*spacing, 1.0])
+    assert ModelCatalog.preprocessing("vc-hrfcn16-t1-t2-flair-brats18") == expected
+    assert imageWarnings("T1", _headArray(shape, spacing, skull=False), axial, expected) == []
+    assert imageWarnings("T1", _headArray(shape, spacing, skull=False), axial, {}) == []
+    skull = imageWarnings("T1", _headArray(shape, spacing, skull=True), axial, expected)
+    assert len(skull) == 1 and skull[0].startswith("T1 does not look skull-stripped")
+    thick = np.diag([1.5, 1.5, 5.0, 1.0])
+    assert imageWarnings("FLAIR", _headArray((27, 110, 100), (1.5, 1.5, 5.0), skull=False), thick, expected) == [
+        "FLAIR has 5.0 mm slices; the model expects at most 1.5 mm."]
+    oblique = np.eye(4)
+    oblique[:3, :3] = _rotation(np.array([1.0, 0.0, 0.0]), 20.0) @ np.diag(spacing)
+    assert imageWarnings("T2", _headArray(shape, spacing, skull=False), oblique, expected) == [
+        "T2 is oblique (20° off the scanner axes); the model expects at most 10°."]
+    # the phantom-trained models take the phantom's thick slices and any orientation
+    phantom = find_model("vc-hrfcn16-t1-t2-adc").preprocessing
+    assert imageWarnings("T2", _headArray((27, 110, 100), (1.5, 1.5, 5.0), skull=False), thick, phantom) == []

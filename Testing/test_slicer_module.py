@@ -487,18 +487,26 @@ def test_synthesize_is_refused_for_input_sets_no_model_accepts(release, scene):
     logic = release.module.VirtualContrastLogic()
     parameterNode = logic.getParameterNode()
     parameterNode.t1 = _volume("T1")
-    with pytest.raises(release.module.InputError, match="No bundled model works with T1"):
+    with pytest.raises(release.module.InputError, match="No bundled model trained on real scans works with T1: load T2\\+FLAIR"):
         logic.requestFromParameters(parameterNode)
-    parameterNode.t2 = _volume("T2")
-    with pytest.raises(release.module.InputError, match="T1\\+T2"):
+    parameterNode.t2, parameterNode.adc = _volume("T2"), _volume("ADC")
+    # a real T1+T2+ADC: no automatic phantom-trained model; the message says what to load or which model to name
+    with pytest.raises(release.module.InputError, match="load FLAIR .*, or name a model to run it anyway \\(trained on phantoms only: "
+                                                        "vc-hrfcn16-t1-t2-adc\\)"):
         logic.requestFromParameters(parameterNode)
-    # the auxiliary-model path is reachable: "Automatic" resolves to a model the engine can fill
-    parameterNode.missingPolicy = "auxiliary"
+    # named, it runs, under the warning
+    parameterNode.model = "vc-hrfcn16-t1-t2-adc"
+    assert logic.requestFromParameters(parameterNode).settings.model == "vc-hrfcn16-t1-t2-adc"
+    plan = logic.models.plan(parameterNode.model, ["t1", "t2", "adc"], "error")
+    assert "trained on phantoms only" in " ".join(plan.warnings)
+    # zero-filling the FLAIR is the user's choice: "Automatic" then resolves to the real-data model
+    parameterNode.model, parameterNode.adc, parameterNode.missingPolicy = release.module.AUTOMATIC_MODEL, None, "zeros"
     request = logic.requestFromParameters(parameterNode)
-    assert request.settings.model == "vc-hrfcn16-t1-t2-adc" and request.settings.missingPolicy == "auxiliary"
+    assert request.settings.model == "vc-hrfcn16-t1-t2-flair-brats18" and request.settings.missingPolicy == "zeros"
     assert set(request.inputNodes) == {"t1", "t2"}
     args = logic.commandLine({"t1": Path("t1.nrrd"), "t2": Path("t2.nrrd")}, Path("out"), request.settings)
-    assert args[args.index("--model") + 1] == "vc-hrfcn16-t1-t2-adc" and args[args.index("--missing") + 1] == "auxiliary"
+    assert args[args.index("--model") + 1] == "vc-hrfcn16-t1-t2-flair-brats18" and args[args.index("--missing") + 1] == "zeros"
+    assert "--phantom-data" not in args
     # an input chosen as an output is refused too
     parameterNode.outputVolume = parameterNode.t2
     with pytest.raises(release.module.InputError, match="T2 input"):

@@ -29,11 +29,11 @@ def head(seed=0, level=100.0, **grid) -> sitk.Image:
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, bundled_models) -> Path:
-    """Inputs t1/t2 (T2 on another grid), and a bundled-models folder with one T1+T2 model."""
+    """Inputs t1/t2 (T2 on another grid), and a bundled-models folder with one T1+T2 model trained on real scans."""
     sitk.WriteImage(head(), str(tmp_path / "t1.nii.gz"))
     t2 = head(shape=(16, 24, 24), spacing=(2.0, 2.0, 3.0), origin=(-22.0, -26.0, -25.0), seed=1, level=250.0)
     sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
-    bundled_models([{"name": "tiny-t1-t2", "inputs": ["t1", "t2"], "cpu_seconds_per_volume": 1.0}])
+    bundled_models([{"name": "tiny-t1-t2", "inputs": ["t1", "t2"], "cpu_seconds_per_volume": 1.0, "training_data": "brats2018"}])
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -76,6 +76,39 @@ def test_report_is_written_on_failure_with_the_error_line(workspace, capsys):
     assert not list(workspace.glob(".result.json*"))
 
 
+def test_without_model_real_scans_get_only_a_real_data_model_and_a_named_phantom_model_warns(workspace, bundled_models, capsys):
+    sitk.WriteImage(head(seed=2), str(workspace / "adc.nii.gz"))
+    bundled_models([{"name": "phantom-t1-t2-adc", "inputs": ["t1", "t2", "adc"]},
+                    {"name": "real-t1-t2-flair", "inputs": ["t1", "t2", "flair"], "training_data": "brats2018"}])
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "--adc", "adc.nii.gz", "-o", "out.nrrd", "--report", "r.json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not (workspace / "out.nrrd").exists()
+    assert err.splitlines()[-1] == ("virtual-contrast synthesize: error: no bundled model trained on real scans works with T1+T2+ADC: load FLAIR "
+                                    "(real-t1-t2-flair needs T1+T2+FLAIR), or name a model to run it anyway "
+                                    "(trained on phantoms only: phantom-t1-t2-adc)")
+    # named, the phantom-trained model runs, under a warning on stderr and in the report
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "--adc", "adc.nii.gz", "-o", "out.nrrd", "--report", "r.json",
+                 "--model", "phantom-t1-t2-adc", "--device", "cpu", "--precision", "fp32"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: model phantom-t1-t2-adc was trained on phantoms only" in err
+    assert any("trained on phantoms only" in note for note in RunReport.read(workspace / "r.json").notes)
+    # on the phantom (the demo's, Slicer's sample) the phantom-trained model is the automatic choice, without warning
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "--adc", "adc.nii.gz", "-o", "out.nrrd",
+                 "--phantom-data", "--device", "cpu", "--precision", "fp32"])
+    captured = capsys.readouterr()
+    assert code == 0 and "model: phantom-t1-t2-adc" in captured.out and "phantoms only" not in captured.err
+
+
+def test_the_automatic_choice_says_which_inputs_it_ignores(workspace, capsys):
+    sitk.WriteImage(head(seed=2), str(workspace / "adc.nii.gz"))
+    code = main(["synthesize", "--t1", "t1.nii.gz", "--t2", "t2.nrrd", "--adc", "adc.nii.gz", "-o", "out.nrrd", "--report", "r.json",
+                 "--device", "cpu", "--precision", "fp32"])
+    err = capsys.readouterr().err
+    assert code == 0 and "note: model tiny-t1-t2 uses T1+T2; ignored: ADC" in err
+    assert "model tiny-t1-t2 uses T1+T2; ignored: ADC" in RunReport.read(workspace / "r.json").notes
+
+
 def test_options_turn_into_command_line_arguments_and_back():
     parser = build_parser()
     changed = SynthesisOptions(device="cpu", overlap=0.2, batch_size=3, precision="bf16", tta=True,
@@ -112,7 +145,7 @@ def bad_cases(ws: Path) -> dict[str, tuple[list[str], str]]:
         "empty": (t1 + ["--t2", "empty.nii.gz"], "is empty"),
         "non-overlapping": (t1 + ["--t2", "far_t2.nii.gz"], "T2 covers only 0% of the T1 brain"),
         "missing model input": (t1 + ["--t2", "t2.nrrd", "--model", "t1_t2_adc.pt"], "needs ADC, which was not given"),
-        "no model for inputs": (t1, "no bundled model works with t1"),
+        "no model for inputs": (t1, "no bundled model trained on real scans works with T1: load T2 (tiny-t1-t2 needs T1+T2)"),
         "unknown device": (t1 + ["--t2", "t2.nrrd", "--device", "quantum"], "unknown device 'quantum'"),
         "corrupt checkpoint": (t1 + ["--t2", "t2.nrrd", "--model", "corrupt.pt"], "cannot read checkpoint corrupt.pt"),
         "unknown model": (t1 + ["--t2", "t2.nrrd", "--model", "nonexistent"], "neither a bundled model"),

@@ -34,7 +34,8 @@ from VirtualContrastLib import INTENDED_USE, MODALITIES, __version__
 from VirtualContrastLib.errors import CancelledError, CheckpointError, InputError, VirtualContrastError
 from VirtualContrastSlicerLib import choices, dependencies, inputs, outputs, sample, studies
 from VirtualContrastSlicerLib.logic import SynthesisLogic, SynthesisSettings
-from VirtualContrastSlicerLib.models import AUTOMATIC_MODEL
+from VirtualContrastSlicerLib.models import AUTOMATIC_MODEL, imageWarnings
+from VirtualContrastSlicerLib.volumes import ijkToRasFromNode
 
 LOAD_CHECKPOINT = "<load checkpoint>"
 #: Set on a parameter node once the choices remembered between scenes have been applied to it.
@@ -185,6 +186,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer = None
         self._autoAssigner = inputs.AutoAssigner()
         self._shownOverlay = None
+        self._imageWarnings = {}
 
     def resourcePath(self, filename):
         """Resources in the installed layout or the source tree."""
@@ -241,6 +243,7 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._job.cancel()
         self._autoAssigner = inputs.AutoAssigner()
+        self._imageWarnings = {}
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -370,7 +373,8 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             description += " " + _("{inputs} will be {how}.").format(
                 inputs="+".join(m.upper() for m in plan.missing),
                 how=_("predicted from the T1") if p.missingPolicy == "auxiliary" else _("zero-filled"))
-        self.ui.modelInfoLabel.text = description
+        self.ui.modelInfoLabel.text = " ".join([description, *plan.notes])
+        self.ui.modelWarningLabel.text = " ".join(plan.warnings + self._inputWarnings(plan))
         self.ui.autoAssignLabel.text = inputs.autoAssignmentNote(self._autoAssigner.assigned, self._currentInputs(), self._volumeNames())
         self.ui.uncertaintyVolumeSelector.enabled = p.uncertainty
         if self._job is None:
@@ -385,6 +389,25 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if (p.overlay, p.overlayOpacity) != self._shownOverlay:
             self._shownOverlay = (p.overlay, p.overlayOpacity)
             outputs.applyOverlay(slicer.mrmlScene, p.overlay, p.overlayOpacity)
+
+    def _inputWarnings(self, plan) -> list:
+        """How the inputs the plan uses differ from what its model expects, read once per image version."""
+        warnings = []
+        for modality in plan.inputs:
+            node = getattr(self._parameterNode, modality)
+            if node is None or node.GetImageData() is None:
+                continue
+            key = (node.GetID(), node.GetImageData().GetMTime(), node.GetMTime(), plan.model)
+            if key not in self._imageWarnings:
+                try:
+                    ijkToRas = ijkToRasFromNode(node)
+                except InputError:
+                    continue  # a non-linear transform: Synthesize says so
+                self._imageWarnings[key] = imageWarnings(_("Pre-contrast T1") if modality == "t1" else modality.upper(),
+                                                         slicer.util.arrayFromVolume(node), ijkToRas,
+                                                         self.logic.models.preprocessing(plan.model))
+            warnings += self._imageWarnings[key]
+        return warnings
 
     def _rememberChoices(self) -> None:
         settings = qt.QSettings()

@@ -3,8 +3,14 @@
 ``models.json`` is ``{"models": [entry, ...]}``; each entry has ``name``, ``file``, ``sha256``,
 ``size_bytes``, ``inputs``, ``output`` ("t1c", or "t2"/"adc" for auxiliary models), ``role``
 ("synthesis" or "auxiliary"), ``description``, ``intended_use``, ``card`` (a Markdown file beside
-the checkpoint), ``training_data`` ("phantom" or the real data set, e.g. "brats2018") and the
-measured ``cpu_seconds_per_volume`` / ``gpu_seconds_per_volume``.
+the checkpoint), ``training_data`` ("phantom" or the real data set, e.g. "brats2018"; an entry without it
+counts as phantom-trained), ``preprocessing`` (what the inputs must look like: ``summary``, ``skull_stripped``,
+``max_spacing_mm``, ``max_oblique_degrees``) and the measured ``cpu_seconds_per_volume`` / ``gpu_seconds_per_volume``.
+
+The automatic choice (:func:`default_model_for`, shared by the command line and Slicer) takes, on real scans,
+only a model trained on real scans, one that uses a subset of the given inputs (the others are ignored, and
+:func:`ignored_inputs_note` says so); with none it refuses. A phantom-trained model runs on real scans only
+when named, under :func:`training_warning`. Phantom images (the demo, Slicer's sample) keep phantom-trained models.
 The folder is found in the source tree (``<repo>/Resources/Models``), in Slicer's installed
 layout (``Resources/Models`` beside ``VirtualContrastLib/``), or where
 ``VIRTUALCONTRAST_MODELS_DIR`` points.
@@ -43,6 +49,7 @@ class ModelEntry:
     intended_use: str = ""
     card: str | None = None
     training_data: str = "phantom"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     cpu_seconds_per_volume: float | None = None
     gpu_seconds_per_volume: float | None = None
 
@@ -164,22 +171,59 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedM
     )
 
 
-def default_model_for(modalities: Iterable[str], phantom_data: bool = False) -> ModelEntry:
-    """The bundled synthesis model whose inputs are all available, preferring the one using the most.
+def trained_on_real_scans(entry: ModelEntry) -> bool:
+    """Whether a model was trained on real scans (not only on physics phantoms)."""
+    return entry.training_data != "phantom"
 
-    Among models with as many inputs, one trained on real scans wins over a phantom-trained one, unless
-    ``phantom_data`` says the images are physics phantoms (the demo, Slicer's sample); further ties go to
-    the entry listed first in ``models.json`` (the T1+T2+ADC default before the FLAIR models).
+
+def _names(modalities: Iterable[str]) -> str:
+    return "+".join(m.upper() for m in modalities) or "no inputs"
+
+
+def default_model_for(modalities: Iterable[str], phantom_data: bool = False) -> ModelEntry:
+    """The automatic choice: the bundled synthesis model using the most of the given inputs (a subset of them).
+
+    On real scans only models trained on real scans qualify, and with none that fits this refuses in one line
+    naming what to load or which model to name. For phantom images (``phantom_data``: the demo, Slicer's
+    sample) every model qualifies and phantom-trained ones win ties. Further ties go to the entry listed
+    first in ``models.json``.
     """
-    available = set(modalities)
+    available = list(dict.fromkeys(modalities))
     synthesis = [e for e in list_models() if e.role == "synthesis" and e.output == "t1c"]
     if not synthesis:
         raise CheckpointError("no bundled synthesis model is installed; pass a checkpoint file with --model PATH")
-    usable = [e for e in synthesis if set(e.inputs) <= available]
-    if not usable:
-        needs = "; ".join(f"{e.name}: {'+'.join(e.inputs)}" for e in synthesis)
-        raise MissingModalityError(f"no bundled model works with {'+'.join(sorted(available)) or 'no inputs'} (models need {needs})")
-    return max(usable, key=lambda e: (len(e.inputs), (e.training_data == "phantom") == phantom_data))
+    candidates = synthesis if phantom_data else [e for e in synthesis if trained_on_real_scans(e)]
+    usable = [e for e in candidates if set(e.inputs) <= set(available)]
+    if usable:
+        return max(usable, key=lambda e: (len(e.inputs), (e.training_data == "phantom") == phantom_data))
+    needs = "; ".join(f"{e.name}: {'+'.join(e.inputs)}" for e in synthesis)
+    if phantom_data:
+        raise MissingModalityError(f"no bundled model works with {'+'.join(available) or 'no inputs'} (models need {needs})")
+    fitting = [e.name for e in synthesis if set(e.inputs) <= set(available)]
+    named = f"name a model to run it anyway (trained on phantoms only: {', '.join(fitting)})" if fitting else ""
+    if not candidates:
+        raise MissingModalityError(f"no bundled model is trained on real scans: {named or f'none works with {_names(available)} either'}")
+    closest = min(candidates, key=lambda e: len(set(e.inputs) - set(available)))
+    missing = [m for m in closest.inputs if m not in available]
+    raise MissingModalityError(f"no bundled model trained on real scans works with {_names(available)}: load {_names(missing)} "
+                               f"({closest.name} needs {_names(closest.inputs)}){', or ' + named if named else ''}")
+
+
+def training_warning(entry: ModelEntry | None, phantom_data: bool = False) -> str | None:
+    """The warning shown wherever a phantom-trained model runs on real scans (None otherwise)."""
+    if entry is None or phantom_data or trained_on_real_scans(entry):
+        return None
+    return (f"model {entry.name} was trained on phantoms only: on real scans its output is not validated and may "
+            "show or hide enhancement wrongly")
+
+
+def ignored_inputs_note(entry: ModelEntry | None, given: Iterable[str]) -> str | None:
+    """Which of the ``given`` inputs a model uses and which it ignores (None when it uses them all)."""
+    given = list(dict.fromkeys(given))
+    ignored = [m for m in given if entry is not None and m not in entry.inputs]
+    if not ignored:
+        return None
+    return f"model {entry.name} uses {_names(m for m in entry.inputs if m in given)}; ignored: {_names(ignored)}"
 
 
 def auxiliary_model_for(modality: str, available: Iterable[str]) -> ModelEntry | None:

@@ -47,7 +47,10 @@ class SynthesisJob:
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="bundled model name or checkpoint file (default: the bundled model matching the inputs)")
+    parser.add_argument("--model", help="bundled model name or checkpoint file (default: the bundled model trained on real scans "
+                        "that uses the most of the given inputs; refused when there is none)")
+    parser.add_argument("--phantom-data", action="store_true",
+                        help="the inputs are physics phantoms (the demo's, Slicer's sample): the default may then be phantom-trained")
     SynthesisOptions.add_arguments(parser)
     parser.add_argument("--dicom-out", type=Path, metavar="DIR",
                         help="also write the synthetic CE-T1 and the subtraction map as DICOM series (labelled SYNTHETIC) into DIR"
@@ -101,17 +104,29 @@ def options_from_args(args: argparse.Namespace) -> SynthesisOptions:
     return options
 
 
-def choose_model(model: str | None, modalities: list[str], device: str, say: Callable[[str], None]) -> "LoadedModel":
-    """Load ``model``, or the bundled model matching ``modalities`` (announcing the choice)."""
+def choose_model(model: str | None, modalities: list[str], device: str, say: Callable[[str], None],
+                 phantom_data: bool = False) -> "LoadedModel":
+    """Load ``model``, or the automatic choice for ``modalities`` (announcing the choice; see ``registry.default_model_for``)."""
     from .registry import default_model_for, load_model
 
     if model is None:
-        entry = default_model_for(modalities)
+        entry = default_model_for(modalities, phantom_data=phantom_data)
         say(f"model: {entry.name} (bundled; inputs {'+'.join(m.upper() for m in entry.inputs)}; chosen for the given inputs)")
         return load_model(entry.name, device=device)
     loaded = load_model(model, device=device)
     say(f"model: {loaded.name} (inputs {'+'.join(m.upper() for m in loaded.config.inputs)})")
     return loaded
+
+
+def model_notes(model: "LoadedModel", modalities: list[str], phantom_data: bool) -> list[str]:
+    """The inputs the run ignores and the phantom-only warning, printed on stderr; they go into the report's notes too."""
+    from .registry import ignored_inputs_note, training_warning
+
+    note, warning = ignored_inputs_note(model.entry, modalities), training_warning(model.entry, phantom_data)
+    for prefix, text in (("note", note), ("warning", warning)):
+        if text:
+            print(f"{prefix}: {text}", file=sys.stderr)
+    return [text for text in (note, warning) if text]
 
 
 def read_job(job: SynthesisJob, tta: bool = False) -> tuple[dict[str, "sitk.Image"], Optional["sitk.Image"]]:
@@ -215,8 +230,9 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
 
         check_dicom_out(job.dicom_out)
     loaded = read_job(job, options.tta)
-    model = choose_model(args.model, list(inputs), options.device, print)
+    model = choose_model(args.model, list(inputs), options.device, print, args.phantom_data)
     report.model = model.name
+    report.notes = model_notes(model, list(inputs), args.phantom_data)
     auxiliaries = load_auxiliaries(model, inputs, options.missing_policy)
     bars: list[tqdm] = []
 
@@ -238,7 +254,8 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
             bar.close()
     written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty, "dicom": job.dicom_out}
     report.outputs = {kind: str(path) for kind, path in written.items() if path is not None}
-    report.device, report.precision, report.notes, report.seconds = result.device, result.precision, list(result.notes), result.seconds
+    report.device, report.precision, report.seconds = result.device, result.precision, result.seconds
+    report.notes += result.notes
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote synthetic CE-T1: {job.output}")
@@ -356,7 +373,7 @@ def run_batch(args: argparse.Namespace) -> int:
             if args.model is None:
                 from .registry import default_model_for
 
-                key = default_model_for(list(inputs)).name
+                key = default_model_for(list(inputs), phantom_data=args.phantom_data).name
             record = _job_record(job, _model_digest(key), options)
             if not args.redo and _is_complete(job, record):
                 status, model_name, message = "skipped", key, "complete (outputs verified against the previous run's record)"
@@ -366,10 +383,11 @@ def run_batch(args: argparse.Namespace) -> int:
                 if key not in models:
                     models[key] = choose_model(key, list(inputs), options.device, tqdm.write)
                 model_name = models[key].name
+                notes = model_notes(models[key], list(inputs), args.phantom_data)
                 auxiliaries = load_auxiliaries(models[key], inputs, options.missing_policy, auxiliary_models)
                 result = run_job(job, models[key], options, inputs=loaded, auxiliaries=auxiliaries)
                 _record_complete(job, record)
-                message = "; ".join(result.notes)
+                message = "; ".join(notes + result.notes)
         except VirtualContrastError as error:
             status, message = "failed", str(error)
             tqdm.write(f"{case_id}: error: {error}", file=sys.stderr)

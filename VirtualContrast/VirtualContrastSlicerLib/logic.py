@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,8 @@ class SynthesisSettings:
     overlap: float | None = None
     uncertainty: bool = False
     missingPolicy: str | None = None
+    #: The inputs are physics phantoms (Slicer's sample): the automatic choice may be phantom-trained, without warning.
+    phantomData: bool = False
 
 
 @dataclass
@@ -273,6 +275,8 @@ class SynthesisLogic:
             args += ["--uncertainty", str(folder / "uncertainty.nrrd")]
         if settings.model:
             args += ["--model", settings.model]
+        if settings.phantomData:
+            args.append("--phantom-data")
         # the same options object the in-process run uses, as the engine's own arguments
         return args + self.synthesisOptions(settings).to_args()
 
@@ -282,7 +286,7 @@ class SynthesisLogic:
               onProgress: ProgressCallback | None = None, onLog: LogCallback | None = None,
               onFinished: Callable[[SynthesisJob], None] | None = None, keepFiles: bool = False) -> SynthesisJob:
         """Start a background synthesis and return its job (poll it; results arrive when it ends)."""
-        settings = settings or SynthesisSettings()
+        settings = replace(settings or SynthesisSettings(), phantomData=(settings and settings.phantomData) or sample.isPhantom(inputNodes["t1"]))
         self._refuseRun(inputNodes, maskNode, outputs or {})
         folder = workDirectory()
         try:
@@ -305,15 +309,18 @@ class SynthesisLogic:
         self._refuseRun(inputNodes, maskNode, outputs or {})
         images = self.inputImages(inputNodes)
         mask = maskImageFromNode(maskNode, inputNodes["t1"]) if maskNode is not None else None
-        modelName = settings.model or registry.default_model_for(images, phantom_data=sample.isPhantom(inputNodes["t1"])).name
+        phantom = settings.phantomData or sample.isPhantom(inputNodes["t1"])
+        modelName = settings.model or registry.default_model_for(images, phantom_data=phantom).name
         model = registry.load_model(modelName, device=settings.device)
+        # the same notes as the command line's: inputs the model ignores, phantom-only training
+        modelNotes = [n for n in (registry.ignored_inputs_note(model.entry, images), registry.training_warning(model.entry, phantom)) if n]
         options = self.synthesisOptions(settings)
         # the engine loads nothing itself: the auxiliary models for missing inputs come from here
         auxiliaries = synthesis.load_auxiliaries(model, images, options.missing_policy)
         result = synthesis.synthesize(images, model, brain_mask=mask, options=options, progress=onProgress, cancel=cancel,
                                       auxiliaries=auxiliaries)
         results = {"synthetic": result.synthetic, "subtraction": result.subtraction, "uncertainty": result.uncertainty}
-        return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name, list(result.notes))
+        return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name, modelNotes + list(result.notes))
 
     @staticmethod
     def synthesisOptions(settings: SynthesisSettings) -> "SynthesisOptions":
