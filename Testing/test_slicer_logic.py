@@ -501,6 +501,11 @@ def test_installs_pin_the_installed_torch_and_check_its_version(tmp_path, monkey
     assert constraints.read_text(encoding="utf-8").split() == [f"torch=={installed}"]
     assert dependencies.pipArguments(["monai>=1.4"], constraints) == ["monai>=1.4", "--constraint", str(constraints)]
     assert dependencies.torchProblem() is None
+    # offline too: the install command names the installed torch, so pip cannot swap the extension's GPU build
+    offline = dependencies.offlineInstructions(["monai>=1.4"])
+    assert f'--find-links wheels "monai>=1.4" "torch=={installed}"' in offline
+    assert "If this computer cannot reach" in offline  # a condition, not a diagnosis of whatever pip reported
+    assert "torch==" not in dependencies.offlineInstructions(["torch>=2.4"])
     assert dependencies.versionTuple("2.13.0+cu126") == (2, 13, 0) and dependencies.versionTuple("2.4.0rc1") == (2, 4, 0)
     monkeypatch.setattr(dependencies, "installedVersion", lambda name: "2.1.2+cpu" if name == "torch" else None)
     assert "2.1.2" in dependencies.torchProblem() and "PyTorch Utils" in dependencies.torchProblem()

@@ -57,12 +57,45 @@ def _loadFile(name: str, path: Path, package: bool = False) -> types.ModuleType:
     return module
 
 
-class ApplicationStandIn:
-    """Stand-in for ``slicer.app`` (Slicer's Qt application object, which needs Qt): no translation, not in testing mode."""
+class IOManagerStandIn:
+    """Stand-in for ``slicer.app.coreIOManager()`` (Slicer's Qt file-reading service): reads volume files with MRML's own
+    ``vtkMRMLVolumeArchetypeStorageNode``; the file names in ``failing`` fail to load, as a broken file would."""
+
+    failing: set = set()
 
     @staticmethod
-    def testingEnabled() -> bool:
-        return False
+    def fileType(fileName: str) -> str:
+        return "VolumeFile"
+
+    def loadNodes(self, fileType, properties, loadedNodes, userMessages=None) -> bool:
+        path = Path(properties["fileName"])
+        if fileType != "VolumeFile" or path.name in self.failing:
+            return False
+        scene = slicer.mrmlScene
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GetUniqueNameByString(properties.get("name") or path.stem))
+        storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        storage.SetFileName(str(path))
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        if not storage.ReadData(node):
+            return False
+        node.CreateDefaultDisplayNodes()
+        loadedNodes.AddItem(node)
+        return True
+
+
+class ApplicationStandIn:
+    """Stand-in for ``slicer.app`` (Slicer's Qt application object, which needs Qt): no translation, volume files read
+    by :class:`IOManagerStandIn`; in testing mode (``Slicer --testing``) when ``testing`` says so."""
+
+    testing = False
+
+    @classmethod
+    def testingEnabled(cls) -> bool:
+        return cls.testing
+
+    @staticmethod
+    def coreIOManager() -> IOManagerStandIn:
+        return IOManagerStandIn()
 
     @staticmethod
     def translate(context: str, text: str) -> str:
@@ -150,11 +183,29 @@ def _volume(name: str, shape=(10, 12, 14), nodeClass: str = "vtkMRMLScalarVolume
 # -- the module file with Slicer's real parameter node wrapper -----------------------------------------------
 
 
-def test_module_imports_without_torch(release):
+def test_module_loads_with_its_classes(release):
     names = ("VirtualContrast", "VirtualContrastWidget", "VirtualContrastLogic", "VirtualContrastTest")
     assert all(hasattr(release.module, name) for name in names)
     assert release.module.slicer.parameterNodeWrapper.isParameterNodeWrapper(release.module.VirtualContrastParameterNode)
-    assert "torch" not in sys.modules or "VirtualContrast" not in str(getattr(sys.modules["torch"], "__file__", ""))
+
+
+#: Imported only when a synthesis runs (torch, MONAI) or results are shown (the engine's metrics: SciPy, scikit-image).
+HEAVY_PACKAGES = ("torch", "monai", "scipy", "skimage", "nilearn")
+
+
+@pytest.mark.parametrize("tag", list(RELEASES))
+def test_module_imports_without_torch_or_other_heavy_packages(tag):
+    # a fresh interpreter: this test session has imported torch long before (conftest)
+    _releaseFolder(tag)
+    probe = (f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
+             "import test_slicer_module as t\n"
+             f"with t.slicerRelease({tag!r}):\n"
+             "    import VirtualContrast\n"
+             f"    print(sorted(name for name in {HEAVY_PACKAGES!r} if name in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(MODULE_DIR), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_parameter_node_is_created_with_its_defaults(release, scene):
@@ -610,3 +661,66 @@ def test_the_self_test_skips_with_the_reason_where_synthesis_cannot_run(release,
     suite.run(result)
     assert result.wasSuccessful() and result.testsRun == 1
     assert [reason for _, reason in result.skipped] == ["VirtualContrastTest skipped: the 'PyTorch' extension is not installed"]
+
+
+def test_a_test_run_installs_nothing_and_the_self_test_skips_without_the_samples_packages(release, scene, monkeypatch):
+    import unittest
+
+    installs = []
+    module = release.module
+    monkeypatch.setattr(module.VirtualContrastLogic, "dependencyProblem", staticmethod(lambda: None))  # as if synthesis could run
+    monkeypatch.setattr(module.VirtualContrastLogic, "_installPackages", staticmethod(lambda packages, ask: installs.append(packages)))
+    monkeypatch.setattr(module.dependencies, "SAMPLE_REQUIREMENTS", ("virtualcontrast-absent-package>=1",))
+    result = unittest.TestResult()
+    unittest.TestLoader().loadTestsFromTestCase(module.VirtualContrastTest).run(result)
+    assert result.wasSuccessful() and [reason for _, reason in result.skipped] == [
+        "VirtualContrastTest skipped: missing packages for the phantom sample: virtualcontrast-absent-package>=1"]
+    monkeypatch.setattr(ApplicationStandIn, "testing", True)
+    with pytest.raises(module.VirtualContrastError, match="^the phantom sample needs virtualcontrast-absent-package>=1; a test run installs nothing$"):
+        module.loadPhantomSample()
+    assert installs == []
+
+
+@pytest.fixture(scope="session")
+def generatedSample(tmp_path_factory) -> Path:
+    """The phantom sample's files, generated once for the session by the module's own code (about 15 s)."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from VirtualContrastSlicerLib import sample
+
+    folder = tmp_path_factory.mktemp("sample")
+    sample.generateSampleFiles(folder)
+    return folder
+
+
+def test_load_phantom_sample_loads_each_image_as_what_it_is_even_when_one_file_fails(release, scene, generatedSample, tmp_path,
+                                                                                     monkeypatch):
+    cacheManager = slicer.vtkCacheManager()  # the application gives its scene one; a plain scene has none
+    scene.SetCacheManager(cacheManager)
+    cacheManager.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    sample = release.module.sample
+    folder = tmp_path / "temp"
+    shutil.copytree(generatedSample, folder)
+    monkeypatch.setattr(sample, "sampleFolder", lambda: folder)
+    monkeypatch.setattr(slicer.modules, "sampleDataSources", {}, raising=False)
+    release.module.registerSampleData()  # as at Slicer's startup
+    nodes = release.module.loadPhantomSample()
+    assert {key: node.GetName() for key, node in nodes.items()} == {key: name for key, (_, name) in sample.SAMPLE_FILES.items()}
+    assert all(sample.isPhantom(node) for node in nodes.values())
+    # the temporary folder is cleared: the case in Slicer's cache is used, not generated again
+    shutil.rmtree(folder)
+    monkeypatch.setattr("VirtualContrastLib.phantom.generate_case", lambda *a, **k: pytest.fail("generated again"))
+    again = release.module.loadPhantomSample()
+    assert again["t1"].GetName() == "Phantom_T1_1" and np.array_equal(slicer.util.arrayFromVolume(again["t1"]),
+                                                                      slicer.util.arrayFromVolume(nodes["t1"]))
+    # a file that fails to load is named; it does not make the T2 the "T1"
+    monkeypatch.setattr(IOManagerStandIn, "failing", {sample.sampleFileNames()[0]})
+    with pytest.raises(release.module.VirtualContrastError, match="^the phantom sample's T1 did not load; see the Python console$"):
+        release.module.loadPhantomSample()
+
+
+def test_the_sample_files_change_name_when_the_generator_changes(release, monkeypatch):
+    sample = release.module.sample
+    names = sample.sampleFileNames()
+    assert all(sample.generatorFingerprint() in name for name in names) and len(set(names)) == len(names)
+    monkeypatch.setattr(sample, "SAMPLE_SPACING_MM", 3.0)
+    assert sample.sampleFileNames() != names  # Slicer's cache, keyed by file name, cannot serve the old case

@@ -127,15 +127,19 @@ def loadPhantomSample() -> dict:
     import SampleData
 
     missing = dependencies.missingRequirements(dependencies.SAMPLE_REQUIREMENTS)
+    if missing and slicer.app.testingEnabled():
+        # a test run installs nothing (the self-test skips before this; scripts under --testing fail here)
+        raise VirtualContrastError(f"the phantom sample needs {', '.join(missing)}; a test run installs nothing")
     if missing:
         VirtualContrastLogic._installPackages(missing, askConfirmation=True)
-    sample.generateSampleFiles(sample.sampleFolder())
+    # Sample Data copies the files into Slicer's cache: one copy there is enough, the temporary folder may be gone
+    sample.generateSampleFiles(sample.sampleFolder(), Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()))
     if SampleData.SampleDataLogic().sourceForSampleName(sample.SAMPLE_NAME) is None:
         registerSampleData()
-    nodes = SampleData.SampleDataLogic().downloadSamples(sample.SAMPLE_NAME)
-    for node in nodes:
+    nodes = sample.nodesByKey(SampleData.SampleDataLogic().downloadSamples(sample.SAMPLE_NAME))
+    for node in nodes.values():
         node.SetAttribute(sample.PHANTOM_ATTRIBUTE, "true")
-    return dict(zip(sample.SAMPLE_FILES, nodes))
+    return nodes
 
 
 #
@@ -594,7 +598,7 @@ class VirtualContrastTest(ScriptedLoadableModuleTest):
     """In-Slicer test: phantom sample -> bundled default model (blocking path) -> checked outputs.
 
     Skipped, with the reason, on a Slicer without what synthesis needs (PyTorch extension, torch,
-    MONAI): a test run never installs packages.
+    MONAI) or what the phantom sample needs (nilearn): a test run never installs packages.
     """
 
     def setUp(self):
@@ -603,8 +607,10 @@ class VirtualContrastTest(ScriptedLoadableModuleTest):
 
     @staticmethod
     def skipReason():
-        """Why this test cannot run on this Slicer (what synthesis lacks), or None."""
-        problem = VirtualContrastLogic.dependencyProblem()
+        """Why this test cannot run on this Slicer (what synthesis or the phantom sample lacks), or None."""
+        sampleMissing = dependencies.missingRequirements(dependencies.SAMPLE_REQUIREMENTS)
+        problem = VirtualContrastLogic.dependencyProblem() or (
+            _("missing packages for the phantom sample: {packages}").format(packages=", ".join(sampleMissing)) if sampleMissing else None)
         return f"VirtualContrastTest skipped: {problem}" if problem else None
 
     def runTest(self):

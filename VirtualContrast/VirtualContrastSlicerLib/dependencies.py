@@ -89,14 +89,18 @@ def pipArguments(requirements: list[str], constraints: Path) -> list[str]:
 
 
 def offlineInstructions(requirements: list[str]) -> str:
-    """What to tell a user whose Slicer cannot reach the package index (e.g. a hospital network)."""
+    """How to install ``requirements`` without network access, keeping the installed torch (e.g. on a hospital network)."""
     listed = " ".join(f'"{r}"' for r in requirements)
+    installed = installedVersion("torch")
+    # the installed torch named with its exact version: pip keeps it rather than the CPU wheel that the download
+    # may have put into the folder, so the PyTorch extension's GPU build survives the offline install too
+    pin = f' "torch=={installed}"' if installed and not any(_parse(r)[0] == "torch" for r in requirements) else ""
     return (
-        "The packages could not be installed, most likely because this computer cannot reach the Python "
-        "package index. On a computer with internet access run:\n"
+        "If this computer cannot reach the Python package index (e.g. a hospital network), on a computer with "
+        "internet access run:\n"
         f"  PythonSlicer -m pip download {listed} -d wheels\n"
         "copy the 'wheels' folder here and install without network access:\n"
-        f"  PythonSlicer -m pip install --no-index --find-links wheels {listed}\n"
+        f"  PythonSlicer -m pip install --no-index --find-links wheels {listed}{pin}\n"
         "PyTorch itself is installed by the PyTorch extension (module 'PyTorch Utils'); offline, install a torch "
         "wheel the same way. Then restart Slicer."
     )
