@@ -88,6 +88,7 @@ class ApplicationStandIn:
     by :class:`IOManagerStandIn`; in testing mode (``Slicer --testing``) when ``testing`` says so."""
 
     testing = False
+    applicationName = "Slicer"
 
     @classmethod
     def testingEnabled(cls) -> bool:
@@ -96,6 +97,21 @@ class ApplicationStandIn:
     @staticmethod
     def coreIOManager() -> IOManagerStandIn:
         return IOManagerStandIn()
+
+    @staticmethod
+    def topLevelWidgets() -> list:
+        return []  # no main window: message boxes go to the log, as in Slicer without its main window
+
+    #: Override cursors pushed and not yet restored (QApplication's cursor stack).
+    cursors: list = []
+
+    @classmethod
+    def setOverrideCursor(cls, cursor) -> None:
+        cls.cursors.append(cursor)
+
+    @classmethod
+    def restoreOverrideCursor(cls) -> None:
+        cls.cursors.pop()
 
     @staticmethod
     def translate(context: str, text: str) -> str:
@@ -724,3 +740,28 @@ def test_the_sample_files_change_name_when_the_generator_changes(release, monkey
     assert all(sample.generatorFingerprint() in name for name in names) and len(set(names)) == len(names)
     monkeypatch.setattr(sample, "SAMPLE_SPACING_MM", 3.0)
     assert sample.sampleFileNames() != names  # Slicer's cache, keyed by file name, cannot serve the old case
+
+
+def test_the_sample_data_button_shows_that_it_works_and_why_it_failed(release, scene, monkeypatch, caplog):
+    import logging
+
+    module = release.module
+    source = _registeredSource(release, monkeypatch)
+    assert source.customDownloader is module.loadPhantomSampleFromButton
+
+    def fail():
+        assert ApplicationStandIn.cursors, "no wait cursor while the case is generated"
+        raise module.VirtualContrastError("nilearn could not be installed")
+
+    monkeypatch.setattr(module, "loadPhantomSample", fail)
+    with caplog.at_level(logging.ERROR), pytest.raises(module.VirtualContrastError):
+        source.customDownloader(source)
+    # the message box (logged where there is no main window) says what failed, and the cursor is back
+    assert "The VirtualContrast phantom sample could not be loaded.\n\nnilearn could not be installed" in caplog.text
+    assert ApplicationStandIn.cursors == []
+
+
+def _registeredSource(release, monkeypatch):
+    monkeypatch.setattr(slicer.modules, "sampleDataSources", {}, raising=False)
+    release.module.registerSampleData()
+    return release.SampleData.SampleDataLogic().sourceForSampleName(release.module.sample.SAMPLE_NAME)

@@ -117,9 +117,22 @@ def registerSampleData() -> None:
 
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         thumbnailFileName=moduleResourcePath("Icons/VirtualContrast.png"),
-        customDownloader=lambda source: loadPhantomSample(),
+        customDownloader=loadPhantomSampleFromButton,
         **sample.sampleSource(sample.sampleFolder()),
     )
+
+
+def loadPhantomSampleFromButton(source=None) -> dict:
+    """Sample Data's button: :func:`loadPhantomSample` under a wait cursor and a status message, errors in a dialog.
+
+    Sample Data ignores what a custom downloader returns or raises (it reaches only the Python console), and
+    generating the case takes seconds: the user sees that it runs and why it failed.
+    """
+    slicer.util.showStatusMessage(_("Generating and loading the VirtualContrast phantom sample…"))
+    with slicer.util.tryWithErrorDisplay(_("The VirtualContrast phantom sample could not be loaded."), waitCursor=True):
+        nodes = loadPhantomSample()
+    slicer.util.showStatusMessage(_("VirtualContrast phantom sample loaded."), 3000)
+    return nodes
 
 
 def loadPhantomSample() -> dict:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-class QtStandIn:
+class _StandInClass(type):
+    """Class-level attributes too (enums such as ``qt.Qt.WaitCursor``) yield a stand-in."""
+
+    def __getattr__(cls, name: str) -> "QtStandIn":
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return QtStandIn()
+
+
+class QtStandIn(metaclass=_StandInClass):
     """A Qt/CTK object stand-in: accepts any arguments; any attribute or call yields another stand-in."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
