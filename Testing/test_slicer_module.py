@@ -765,3 +765,14 @@ def _registeredSource(release, monkeypatch):
     monkeypatch.setattr(slicer.modules, "sampleDataSources", {}, raising=False)
     release.module.registerSampleData()
     return release.SampleData.SampleDataLogic().sourceForSampleName(release.module.sample.SAMPLE_NAME)
+
+
+def test_the_help_is_short_with_the_model_cards_one_click_away(release):
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    text = release.module.helpText()
+    assert len(text) < 2500 and "<pre>" not in text and "trained on real scans" in text
+    cards = re.findall(r'href="(file:[^"]+)"', text)
+    assert len(cards) == 5 and all(Path(url2pathname(urlparse(card).path)).read_text(encoding="utf-8").startswith("#") for card in cards)
+    assert "BraTS" in release.module.ACKNOWLEDGEMENT and "MNI152" in release.module.ACKNOWLEDGEMENT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -266,11 +267,30 @@ def test_batch_manifest_with_relative_paths(workspace, capsys):
 def test_models_list_and_card(workspace, capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "| tiny-t1-t2 | synthesis | t1+t2 -> t1c |" in out and "Research" in out
+    assert "Research" in out and "--card NAME" in out
+    row = next(line for line in out.splitlines() if line.startswith("tiny-t1-t2 "))
+    assert row.split()[:5] == ["tiny-t1-t2", "T1+T2", "->", "CE-T1", "brats2018"] and row.endswith("test model tiny-t1-t2")
     assert main(["models", "--card", "tiny-t1-t2"]) == 0
     assert "Random weights." in capsys.readouterr().out
     assert main(["models", "--card", "nope"]) == 2
     assert "no bundled model named 'nope'" in capsys.readouterr().err
+
+
+def test_the_model_list_fits_a_terminal_and_names_what_each_model_was_trained_on(capsys, monkeypatch):
+    monkeypatch.delenv("VIRTUALCONTRAST_MODELS_DIR", raising=False)  # the bundled models, with their long descriptions
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line.startswith("vc-")]
+    assert len(table) == 5 and max(len(line) for line in table) <= 160
+    assert any("brats2018" in line for line in table) and sum("phantoms only" in line for line in table) == 4
+
+
+def test_model_descriptions_are_written_for_users():
+    from VirtualContrastLib.registry import list_models, read_card
+
+    for entry in list_models():
+        for text in (entry.description, read_card(entry) or ""):
+            assert not re.search(r"issue \d|shared/|/work/", text), entry.name
 
 
 def test_bench_reports_table_and_json(capsys):

@@ -67,10 +67,7 @@ class VirtualContrast(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["VirtualContrast developers (VirtualContrast project)"]
         self.parent.helpText = helpText()
-        self.parent.acknowledgementText = _(
-            "Method: Chen et al., 'Synthesizing MR Image Contrast Enhancement Using 3D High-resolution ConvNets', "
-            "IEEE Transactions on Biomedical Engineering, 2022. PyTorch is provided by the PyTorch extension."
-        )
+        self.parent.acknowledgementText = _(ACKNOWLEDGEMENT)
         if not hasattr(parent, "icon") or parent.icon.isNull():
             parent.icon = qt.QIcon(moduleResourcePath("Icons/VirtualContrast.png"))
         slicer.app.connect("startupCompleted()", registerSampleData)
@@ -80,30 +77,39 @@ class VirtualContrast(ScriptedLoadableModule):
         return moduleResourcePath(filename)
 
 
+HOMEPAGE = "https://github.com/virtualcontrast/SlicerVirtualContrast"
+
+
 def helpText() -> str:
-    """Help: what the module does, the intended use, and the card of every bundled model."""
+    """Short help: what the module does, the intended use, the model-choice rule, and one link per model card."""
     from VirtualContrastLib import registry
-    from VirtualContrastSlicerLib.models import ModelCatalog
 
     text = (
-        "<p>Predicts a <b>synthetic</b> contrast-enhanced T1 (CE-T1) and an enhancement (subtraction) map from "
-        "pre-contrast T1 and, depending on the model, T2, ADC and FLAIR. All inputs are resampled onto the T1 grid; "
-        "the outputs lie exactly on it.</p>"
+        "<p>Predicts a <b>synthetic</b> contrast-enhanced T1 (CE-T1) and an enhancement map from pre-contrast T1 and, "
+        "depending on the model, T2, ADC and FLAIR, on the T1's grid.</p>"
         f"<p><b>Intended use.</b> {INTENDED_USE}</p>"
-        f"<p>VirtualContrast {__version__}. Sample data: 'Sample Data' module, category '{sample.CATEGORY}'.</p>"
+        "<p><b>Automatic</b> model choice: on real scans only a model trained on real scans, using the inputs it can; "
+        "phantom-trained models only when chosen by name, with a warning.</p>"
+        f"<p><a href=\"{HOMEPAGE}#3d-slicer-extension\">Documentation</a>. Sample data: 'Sample Data' module, category "
+        f"'{sample.CATEGORY}'. VirtualContrast {__version__}.</p>"
     )
     try:
-        entries = ModelCatalog.synthesisModels()
+        entries = [entry for entry in registry.list_models() if entry.card]
+        folder = registry.models_dir()
     except CheckpointError as error:
-        return text + f"<p>Bundled models could not be listed: {error}</p>"
-    for entry in entries:
-        card = registry.read_card(entry)
-        text += f"<h3>Model {entry.name}</h3><p>Inputs: {', '.join(m.upper() for m in entry.inputs)}. {entry.description}</p>"
-        if entry.intended_use:
-            text += f"<p>{entry.intended_use}</p>"
-        if card:
-            text += f"<pre>{html.escape(card)}</pre>"
-    return text
+        return text + f"<p>Bundled models could not be listed: {html.escape(str(error))}</p>"
+    # the cards (data, metrics, limits) are one click away, not pasted into the help
+    links = [f'<a href="{(folder / entry.card).as_uri()}">{html.escape(entry.name)}</a>' for entry in entries
+             if folder is not None and (folder / entry.card).is_file()]
+    return text + (f"<p>Model cards: {', '.join(links)}.</p>" if links else "")
+
+
+ACKNOWLEDGEMENT = (
+    "Method: Chen et al., 'Synthesizing MR Image Contrast Enhancement Using 3D High-resolution ConvNets', IEEE Transactions "
+    "on Biomedical Engineering, 2022. The real-data model was trained on the BraTS 2018 data (Menze et al., IEEE TMI 2015; "
+    "Bakas et al., Scientific Data 2017; Bakas et al., arXiv:1811.02629). The phantom's anatomy is the MNI152 template "
+    "(ICBM 2009, Fonov et al., NeuroImage 2011), as distributed with nilearn. PyTorch is provided by the PyTorch extension."
+)
 
 
 #

@@ -412,8 +412,18 @@ def run_batch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+#: Widest one-line summary in the ``models`` table (the full description is in ``--card``).
+SUMMARY_WIDTH = 60
+
+
+def one_line_summary(description: str, width: int = SUMMARY_WIDTH) -> str:
+    """The first sentence of a model description, cut to ``width`` characters."""
+    sentence = description.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= width else sentence[: width - 1].rstrip() + "…"
+
+
 def run_models(args: argparse.Namespace) -> int:
-    """``virtual-contrast models``: the bundled models, or one model card."""
+    """``virtual-contrast models``: a compact table of the bundled models, or one model card (``--card NAME``)."""
     from .errors import CheckpointError
     from .registry import find_model, list_models, models_dir, read_card
 
@@ -427,12 +437,15 @@ def run_models(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no bundled models installed (models folder: {models_dir() or 'not found'})")
         return 0
-    print("| name | role | inputs -> output | size (MB) | CPU s/volume | GPU s/volume | description |")
-    print("|---|---|---|---|---|---|---|")
+    rows = [("name", "inputs -> output", "trained on", "size", "CPU s/vol", "summary")]
     for e in entries:
-        size = f"{e.size_bytes / 1e6:.1f}" if e.size_bytes else "?"
-        cpu = f"{e.cpu_seconds_per_volume:.0f}" if e.cpu_seconds_per_volume else "?"
-        gpu = f"{e.gpu_seconds_per_volume:.1f}" if e.gpu_seconds_per_volume else "?"
-        print(f"| {e.name} | {e.role} | {'+'.join(e.inputs)} -> {e.output} | {size} | {cpu} | {gpu} | {e.description} |")
+        rows.append((e.name, f"{'+'.join(m.upper() for m in e.inputs)} -> {'CE-T1' if e.output == 't1c' else e.output.upper()}",
+                     "phantoms only" if e.training_data == "phantom" else e.training_data,
+                     f"{e.size_bytes / 1e6:.1f} MB" if e.size_bytes else "?",
+                     f"{e.cpu_seconds_per_volume:.0f}" if e.cpu_seconds_per_volume else "?", one_line_summary(e.description)))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    print("Details, data, metrics and limits: virtual-contrast models --card NAME")
     print(INTENDED_USE)
     return 0
