@@ -303,6 +303,27 @@ def test_outputs_that_are_inputs_or_shared_are_refused_before_any_work(scene):
     assert t2.GetName() == "T2"
 
 
+def test_a_failed_store_puts_an_overwritten_selected_output_back_as_it_was(scene, monkeypatch):
+    t1 = _volume(scene, "T1", _head(), np.eye(4))
+    mine = _volume(scene, "my volume", _head(seed=9)[:, :, :20], _ijkToRas((1.0, 1.0, 2.0)))
+    mine.SetAttribute("Mine", "yes")
+    before = slicer.util.arrayFromVolume(mine).copy()
+    nodesBefore = scene.GetNumberOfNodes()
+
+    def fail(*args):
+        raise VirtualContrastError("disk full")
+
+    # the synthetic CE-T1 has been written into the user's volume when storing the next result fails
+    monkeypatch.setattr(outputs, "configureSubtractionDisplay", fail)
+    with pytest.raises(VirtualContrastError, match="disk full"):
+        SynthesisLogic(scene).storeResults(_resultImages(t1), t1, {"synthetic": mine}, "tiny", [])
+    assert mine.GetName() == "my volume" and mine.GetAttribute("Mine") == "yes"
+    assert mine.GetAttribute(outputs.SYNTHETIC_ATTRIBUTE) is None
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(mine), before)
+    np.testing.assert_allclose(ijkToRasFromNode(mine), _ijkToRas((1.0, 1.0, 2.0)))
+    assert scene.GetNumberOfNodes() == nodesBefore  # the new subtraction volume is gone again
+
+
 def test_an_output_deleted_during_the_run_gets_a_new_node(scene):
     t1 = _volume(scene, "T1", _head(), np.eye(4))
     chosen = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "chosen")

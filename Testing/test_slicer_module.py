@@ -459,6 +459,16 @@ def test_input_selectors_offer_plain_scalar_volumes_only():
         assert _widgetProperty(selector, "showChildNodeTypes").findtext("bool") == "false", modality
 
 
+def test_output_selectors_offer_one_way_to_create_a_new_volume():
+    outputs = {n: w for n, w in _uiWidgets().items() if n in ("outputVolumeSelector", "subtractionVolumeSelector", "uncertaintyVolumeSelector")}
+    assert len(outputs) == 3
+    for name, selector in outputs.items():
+        # 'None' is shown as 'Create new volume' and makes the run create one; the combo box's own
+        # 'Create new Volume' entry would be a second, different one (an empty volume made at once)
+        assert _widgetProperty(selector, "noneDisplay").findtext("string") == "Create new volume", name
+        assert _widgetProperty(selector, "addEnabled").findtext("bool") == "false", name
+
+
 def test_input_selectors_are_connected_to_the_scene():
     root = ET.parse(UI_FILE).getroot()
     selectors = {n for n, w in _uiWidgets().items() if w.get("class") == "qMRMLNodeComboBox"}

@@ -82,6 +82,37 @@ class SynthesisRequest:
     outputs: dict
 
 
+@dataclass
+class OutputBackup:
+    """A selected output volume as it was before a run wrote into it: voxels, geometry, attributes, name, transform
+    and subject-hierarchy parent, to put back if the run fails before all its results are stored."""
+
+    node: "slicer.vtkMRMLScalarVolumeNode"
+    content: "slicer.vtkMRMLScalarVolumeNode"
+    name: str
+    transformNodeID: str | None
+    parentItem: int
+
+    @classmethod
+    def of(cls, node: "slicer.vtkMRMLScalarVolumeNode") -> "OutputBackup":
+        """Copy the node's state (a deep copy of its voxels, outside the scene)."""
+        content = slicer.vtkMRMLScalarVolumeNode()
+        content.CopyContent(node, True)
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+        item = shNode.GetItemByDataNode(node) if shNode is not None else 0
+        return cls(node, content, node.GetName(), node.GetTransformNodeID(), shNode.GetItemParent(item) if item else 0)
+
+    def restore(self) -> None:
+        """Put the node back as it was."""
+        self.node.CopyContent(self.content, True)
+        self.node.SetName(self.name)
+        self.node.SetAndObserveTransformNodeID(self.transformNodeID)
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.node.GetScene())
+        item = shNode.GetItemByDataNode(self.node) if shNode is not None else 0
+        if item and self.parentItem:
+            shNode.SetItemParent(item, self.parentItem)
+
+
 def parseProgressLine(line: str) -> tuple[float, str] | None:
     """(fraction in [0, 1], message) from an engine progress line, else None."""
     match = PROGRESS_LINE.match(line.strip())
@@ -349,8 +380,10 @@ class SynthesisLogic:
         return self.storeResults(results, t1Node, outputs, modelName, notes)
 
     def storeResults(self, results: dict, t1Node, outputs: dict, modelName: str, notes: list[str]) -> SynthesisOutputs:
-        """Write results into the selected output nodes or new ones; on failure remove the new ones."""
+        """Write results into the selected output nodes or new ones; on failure remove the new ones and put the
+        selected ones back as they were."""
         created = []
+        overwritten: list[OutputBackup] = []
         nodes = {}
         try:
             for kind, image in results.items():
@@ -362,6 +395,8 @@ class SynthesisLogic:
                     # deleted while the engine ran: the result goes into a new volume instead of failing at the end
                     notes = [*notes, f"the selected {kind} volume was deleted during the run; the result is in a new volume"]
                     node = None
+                if node is not None:
+                    overwritten.append(OutputBackup.of(node))
                 nodes[kind] = outputNodes.writeOutputNode(self.scene, image, kind, t1Node, modelName, node)
                 if node is None:
                     created.append(nodes[kind])
@@ -372,6 +407,8 @@ class SynthesisLogic:
         except Exception:
             for node in created:
                 removeNodeWithDependents(node)
+            for backup in overwritten:
+                backup.restore()
             raise
         return SynthesisOutputs(nodes["synthetic"], nodes["subtraction"], nodes["uncertainty"], modelName, notes)
 
