@@ -102,6 +102,16 @@ class ApplicationStandIn:
     def topLevelWidgets() -> list:
         return []  # no main window: message boxes go to the log, as in Slicer without its main window
 
+    @staticmethod
+    def moduleManager():
+        from _qtstandin import QtStandIn
+
+        return QtStandIn()  # Slicer's module manager (a Qt object): the widget only connects to its signals
+
+    @staticmethod
+    def layoutManager() -> None:
+        return None  # no views to lay out or fit: the slice composite nodes of the scene are what the tests read
+
     #: Override cursors pushed and not yet restored (QApplication's cursor stack).
     cursors: list = []
 
@@ -786,3 +796,24 @@ def test_the_help_is_short_with_the_model_cards_one_click_away(release):
     cards = re.findall(r'href="(file:[^"]+)"', text)
     assert len(cards) == 5 and all(Path(url2pathname(urlparse(card).path)).read_text(encoding="utf-8").startswith("#") for card in cards)
     assert "BraTS" in release.module.ACKNOWLEDGEMENT and "MNI152" in release.module.ACKNOWLEDGEMENT
+
+
+def test_results_are_shown_when_the_run_ends_after_the_user_left_the_module(release, scene):
+    from VirtualContrastSlicerLib.logic import SynthesisOutputs
+
+    module = release.module
+    composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    logic = module.VirtualContrastLogic()
+    logic.getParameterNode().overlayOpacity = 0.3
+    t1 = _volume("T1")
+    images = {"synthetic": logic.inputImages({"t1": t1})["t1"], "uncertainty": None}
+    images["subtraction"] = images["synthetic"] * 0
+    stored = logic.storeResults(images, t1, {}, "tiny", [])
+    panel = type("ModulePanelStandIn", (module.qt.QWidget,), {"__bool__": lambda self: True})()  # Slicer's module panel
+    widget = module.VirtualContrastWidget(panel)  # the panel's Qt parts are stand-ins; its logic and parameter node are real
+    widget.logic, widget.ui, widget._pollTimer = logic, module.qt.QWidget(), module.qt.QTimer()
+    widget.exit()  # the user went to another module while the engine ran
+    job = types.SimpleNamespace(error=None, result=SynthesisOutputs(stored.synthetic, stored.subtraction, None, "tiny", []))
+    widget._onJobFinished(job)
+    assert composite.GetBackgroundVolumeID() == stored.synthetic.GetID()
+    assert composite.GetForegroundVolumeID() == stored.subtraction.GetID() and composite.GetForegroundOpacity() == pytest.approx(0.3)

@@ -481,10 +481,11 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Synthesis failed: {error}").format(error=job.error),
                                      detailedText=self.ui.logTextEdit.toPlainText())
             return
-        p = self._parameterNode
-        if p:
-            outputs.showResult(job.result.synthetic, p.overlay, p.overlayOpacity)
+        # the user may have left the module while it ran: the scene's parameter node still holds the display choices
+        p = self._parameterNode or self.logic.getParameterNode()
+        outputs.showResult(job.result.synthetic, p.overlay, p.overlayOpacity)
         status = _("Done with model {model}. Synthetic images — research use only.").format(model=job.result.modelName)
+        slicer.util.showStatusMessage(status, 5000)
         if job.result.notes:
             status += "\n" + "\n".join(job.result.notes)
         self.ui.statusLabel.text = status
