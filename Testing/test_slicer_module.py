@@ -517,6 +517,8 @@ def test_cmake_lists_every_resource_file():
     assert {"UI/VirtualContrast.ui", "Icons/VirtualContrast.png", "Models/models.json"} <= expected
     assert sorted(expected - listed) == [], "resource files missing from MODULE_RESOURCE_FILES"
     assert sorted(listed - expected) == [], "MODULE_RESOURCE_FILES lists files that do not exist"
+    # only what the module reads is packaged: the README's images stay in the repository
+    assert {path.split("/")[0] for path in listed} == {"Icons", "Models", "UI"}
 
 
 def _cmakeSetting(name: str) -> str:
