@@ -535,6 +535,29 @@ def test_installs_pin_the_installed_torch_and_check_its_version(tmp_path, monkey
     assert not {"nilearn", "nibabel", "matplotlib"} & {r.split(">=")[0] for r in dependencies.SYNTHESIS_REQUIREMENTS}
 
 
+def test_copies_of_the_images_left_by_a_slicer_that_exited_are_removed(tmp_path, scene, tiny_t1_t2_checkpoint):
+    import subprocess
+
+    from VirtualContrastSlicerLib.logic import removeStaleWorkFolders, workDirectory
+
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = tmp_path / f"{exited.stdout.strip()}-abc123"
+    (stale / "t1.nrrd").parent.mkdir()
+    (stale / "t1.nrrd").write_bytes(b"patient")
+    unrelated = tmp_path / "notes-1"
+    unrelated.mkdir()
+    mine = workDirectory(tmp_path)  # the next run cleans up first
+    assert mine.name.startswith(f"{os.getpid()}-") and mine.is_dir()
+    assert not stale.exists() and unrelated.is_dir()
+    assert removeStaleWorkFolders(tmp_path) == []  # this process's own folder stays
+    # a run abandoned when Slicer closes deletes its copies at once (nobody polls it any more)
+    t1, t2 = _volume(scene, "T1", _head(), np.eye(4)), _volume(scene, "T2", _head(seed=2), np.eye(4))
+    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, settings=SynthesisSettings(model=str(tiny_t1_t2_checkpoint), device="cpu"))
+    assert any(job.folder.iterdir())
+    job.abandon()
+    assert not job.folder.exists() and job.finished
+
+
 def test_the_child_process_writes_utf8():
     from VirtualContrastSlicerLib.process import BackgroundProcess, engineEnvironment
 

@@ -248,9 +248,9 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self) -> None:
-        """Stop a running synthesis and remove observers when the module is unloaded."""
+        """Stop a running synthesis, delete its copies of the images, and remove observers when the module is unloaded."""
         if self._job is not None:
-            self._job.cancel()
+            self._job.abandon()
         self.removeObservers()
 
     def enter(self) -> None:

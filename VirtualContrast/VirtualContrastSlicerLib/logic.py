@@ -15,6 +15,7 @@ or cancelled run leaves the scene exactly as it was.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -122,11 +123,50 @@ def parseProgressLine(line: str) -> tuple[float, str] | None:
     return fraction, match["step"].strip() or f"{100 * fraction:.0f}%"
 
 
-def workDirectory() -> Path:
-    """A fresh folder for the exchanged files: Slicer's temporary folder in the application."""
-    if hasattr(slicer, "app"):
-        return Path(slicer.util.tempDirectory("VirtualContrast"))
-    return Path(tempfile.mkdtemp(prefix="VirtualContrast-"))
+def workRoot() -> Path:
+    """Where the exchanged files go: Slicer's temporary folder in the application, the system's elsewhere."""
+    base = slicer.app.temporaryPath if hasattr(slicer, "app") and hasattr(slicer.app, "temporaryPath") else tempfile.gettempdir()
+    return Path(base) / "VirtualContrast"
+
+
+def workDirectory(root: Path | None = None) -> Path:
+    """A fresh folder for the exchanged files (copies of the patient's images), named after this process.
+
+    Folders that a Slicer which has since exited left behind (killed, or closed during a run) are removed first.
+    """
+    root = Path(root or workRoot())
+    root.mkdir(parents=True, exist_ok=True)
+    removeStaleWorkFolders(root)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+
+
+def processAlive(pid: int) -> bool:
+    """Whether a process with this id is running."""
+    if os.name == "nt":
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)
+        return bool(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
+def removeStaleWorkFolders(root: Path) -> list[Path]:
+    """Remove the work folders under ``root`` whose owning process (the id their name starts with) has exited."""
+    removed = []
+    for folder in Path(root).glob("*-*"):
+        owner = folder.name.split("-", 1)[0]
+        if folder.is_dir() and owner.isdigit() and int(owner) != os.getpid() and not processAlive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class SynthesisJob:
@@ -204,6 +244,13 @@ class SynthesisJob:
         self._cancelRequested = True
         if self.process is not None:
             self.process.cancel()
+
+    def abandon(self) -> None:
+        """Stop the engine and delete the exchanged files now: nobody will poll this job again (Slicer is closing)."""
+        self.cancel()
+        self._finished = True
+        if not self.keepFiles:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def wait(self) -> SynthesisOutputs:
         """Block until the job has finished; return its outputs or raise its error."""
