@@ -1,9 +1,10 @@
 """The Slicer module file against Slicer's own Python, for each supported Slicer release.
 
 ``../shared/slicer-python/<tag>/`` holds Slicer's unmodified ``slicer.parameterNodeWrapper``,
-``slicer.ScriptedLoadableModule``, ``slicer.i18n``, ``slicer.packaging`` (5.12) and ``SampleData``
-(README there). They are loaded on top of the real MRML and ``slicer.util`` of the ``slicer-core``
-wheel; only ``qt`` and ``ctk`` (Testing/stubs/, they need a Qt application) are stood in for.
+``slicer.ScriptedLoadableModule``, ``slicer.i18n``, ``slicer.util``, ``slicer.packaging`` (5.12) and
+``SampleData`` (README there). They are loaded on top of the real MRML of the ``slicer-core`` wheel; only
+Qt is stood in for: ``qt`` and ``ctk`` (Testing/stubs/), Slicer's widget classes and the application object
+``slicer.app`` (testing mode, a volume reader on MRML storage nodes, no main window).
 A second set of tests imports the module under the Python of each Slicer release (3.9 for 5.8,
 3.12 for 5.10+).
 """
@@ -144,6 +145,7 @@ def slicerRelease(tag: str):
     sys.path[:0] = [str(STUBS), str(MODULE_DIR), str(folder / "SampleData")]
     hadModules, hadApp = hasattr(slicer, "modules"), hasattr(slicer, "app")
     widgetClasses = _slicerWidgetClassNames(folder)
+    wheelUtil = slicer.util
     try:
         if not hadApp:
             # Slicer 5.8's slicer.i18n.tr translates through the application at every call
@@ -161,8 +163,11 @@ def slicerRelease(tag: str):
             if path.is_dir() or path.with_suffix(".py").is_file():
                 module = _loadFile(f"slicer.{name}", path if path.is_dir() else path.with_suffix(".py"), package=path.is_dir())
                 setattr(slicer, name, module)
+        # the release's own slicer.util (the wheel's is a later, larger one): what the module calls is what Slicer runs
+        slicer.util = _loadFile("slicer.util", folder / "slicer" / "util.py")
         yield
     finally:
+        slicer.util = sys.modules["slicer.util"] = wheelUtil
         sys.path[:] = savedPath
         for name in list(sys.modules):
             if name.split(".")[0] in _TRANSIENT or any(name == t or name.startswith(t + ".") for t in _TRANSIENT):
@@ -213,6 +218,8 @@ def test_module_loads_with_its_classes(release):
     names = ("VirtualContrast", "VirtualContrastWidget", "VirtualContrastLogic", "VirtualContrastTest")
     assert all(hasattr(release.module, name) for name in names)
     assert release.module.slicer.parameterNodeWrapper.isParameterNodeWrapper(release.module.VirtualContrastParameterNode)
+    # the module runs on the release's own slicer.util, not on the slicer-core wheel's
+    assert Path(release.module.slicer.util.__file__) == SLICER_PYTHON / release.tag / "slicer" / "util.py"
 
 
 #: Imported only when a synthesis runs (torch, MONAI) or results are shown (the engine's metrics: SciPy, scikit-image).
