@@ -325,7 +325,9 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._parameterNode:
             return
         database = getattr(slicer, "dicomDatabase", None)
-        volumes = {node.GetID(): inputs.Volume(node.GetName(), studies.identity(node)[1], studies.dicomTags(node, database, inputs.TAGS))
+        # the DICOM database is read only for volumes not offered yet: the others are never offered again
+        volumes = {node.GetID(): inputs.Volume(node.GetName(), studies.identity(node)[1],
+                                               {} if node.GetID() in self._autoAssigner.offered else studies.dicomTags(node, database, inputs.TAGS))
                    for node in self._candidateNodes()}
         for modality, nodeId in self._autoAssigner.update(volumes, self._currentInputs()).items():
             setattr(self._parameterNode, modality, slicer.mrmlScene.GetNodeByID(nodeId))
