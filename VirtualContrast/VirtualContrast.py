@@ -326,9 +326,10 @@ class VirtualContrastWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         database = getattr(slicer, "dicomDatabase", None)
         # the DICOM database is read only for volumes not offered yet: the others are never offered again
-        volumes = {node.GetID(): inputs.Volume(node.GetName(), studies.identity(node)[1],
-                                               {} if node.GetID() in self._autoAssigner.offered else studies.dicomTags(node, database, inputs.TAGS))
-                   for node in self._candidateNodes()}
+        volumes = {}
+        for node in self._candidateNodes():
+            tags = {} if node.GetID() in self._autoAssigner.offered else studies.dicomTags(node, database, inputs.TAGS)
+            volumes[node.GetID()] = inputs.Volume(node.GetName(), studies.identity(node)[1], tags)
         for modality, nodeId in self._autoAssigner.update(volumes, self._currentInputs()).items():
             setattr(self._parameterNode, modality, slicer.mrmlScene.GetNodeByID(nodeId))
 

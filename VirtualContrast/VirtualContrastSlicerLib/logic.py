@@ -364,7 +364,8 @@ class SynthesisLogic:
               onProgress: ProgressCallback | None = None, onLog: LogCallback | None = None,
               onFinished: Callable[[SynthesisJob], None] | None = None, keepFiles: bool = False) -> SynthesisJob:
         """Start a background synthesis and return its job (poll it; results arrive when it ends)."""
-        settings = replace(settings or SynthesisSettings(), phantomData=(settings and settings.phantomData) or sample.isPhantom(inputNodes["t1"]))
+        settings = settings or SynthesisSettings()
+        settings = replace(settings, phantomData=settings.phantomData or sample.isPhantom(inputNodes["t1"]))
         self._refuseRun(inputNodes, maskNode, outputs or {})
         folder = workDirectory()
         try:
@@ -398,7 +399,8 @@ class SynthesisLogic:
         result = synthesis.synthesize(images, model, brain_mask=mask, options=options, progress=onProgress, cancel=cancel,
                                       auxiliaries=auxiliaries)
         results = {"synthetic": result.synthetic, "subtraction": result.subtraction, "uncertainty": result.uncertainty}
-        return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name, modelNotes + list(result.notes))
+        return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name,
+                                 modelNotes + list(result.notes))
 
     @staticmethod
     def synthesisOptions(settings: SynthesisSettings) -> "SynthesisOptions":

@@ -169,7 +169,8 @@ class ModelCatalog:
         if possible:
             # the fewest inputs to predict or zero-fill; the first listed on a tie
             return min(possible, key=lambda p: len(p.missing))
-        hint = " Or choose 'Predict it from the T1' or 'Fill with zeros' under Missing inputs." if missingPolicy == "error" and candidates else ""
+        hint = (" Or choose 'Predict it from the T1' or 'Fill with zeros' under Missing inputs."
+                if missingPolicy == "error" and candidates else "")
         return RunPlan(None, problem=_sentences([refusal])[0] + hint)
 
     @staticmethod
