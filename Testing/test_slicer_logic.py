@@ -558,6 +558,20 @@ def test_copies_of_the_images_left_by_a_slicer_that_exited_are_removed(tmp_path,
     assert not job.folder.exists() and job.finished
 
 
+def test_a_run_on_the_phantom_sample_tells_the_engine_so(scene, tiny_t1_t2_checkpoint):
+    from VirtualContrastSlicerLib import sample
+
+    t1, t2 = _volume(scene, "T1", _head(), np.eye(4)), _volume(scene, "T2", _head(seed=2), np.eye(4))
+    settings = SynthesisSettings(model=str(tiny_t1_t2_checkpoint), device="cpu")
+    scan = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, settings=settings)
+    t1.SetAttribute(sample.PHANTOM_ATTRIBUTE, "true")
+    phantom = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, settings=settings)
+    for job in (scan, phantom):
+        job.abandon()
+    # the engine then takes phantom-trained models automatically and does not warn of their training
+    assert "--phantom-data" not in scan.process.args and "--phantom-data" in phantom.process.args
+
+
 def test_the_child_process_writes_utf8():
     from VirtualContrastSlicerLib.process import BackgroundProcess, engineEnvironment
 
