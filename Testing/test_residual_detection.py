@@ -259,3 +259,23 @@ def test_robustness_perturbations_change_only_the_model_inputs() -> None:
         np.testing.assert_allclose(thick[f"raw_{m}"][:20].mean(), case[f"raw_{m}"][:20].mean(), rtol=0.02)
     with pytest.raises(VirtualContrastError, match="unknown perturbation"):
         perturb_inputs(case, ["t1"], "motion")
+
+
+def test_a_model_with_fewer_inputs_takes_the_stems_of_its_modalities(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    three = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2", "flair"])
+    source = build_network(three)
+    save_checkpoint(tmp_path / "three.pt", three, source.state_dict())
+    config = ModelConfig(arch_kwargs=NEW, inputs=["t1", "flair"])
+    network = build_network(config)
+    initialize_from(network, config, str(tmp_path / "three.pt"))
+    ours, theirs = network.state_dict(), source.state_dict()
+    for name in ours:
+        if name.startswith("stems.1."):
+            assert torch.equal(ours[name], theirs[name.replace("stems.1.", "stems.2.")])  # FLAIR's stem, not T2's
+    first = next(n for n in ours if n.startswith("stage2.x1.") and n.endswith("weight") and ours[n].dim() == 5)
+    assert ours[first].shape[1] == 8 and theirs[first].shape[1] == 12
+    assert torch.equal(ours[first], torch.cat([theirs[first][:, :4], theirs[first][:, 8:]], dim=1))
+    with pytest.raises(VirtualContrastError, match="cannot initialize"):
+        initialize_from(build_network(ModelConfig(arch_kwargs=NEW, inputs=["t1", "adc"])), ModelConfig(arch_kwargs=NEW, inputs=["t1", "adc"]),
+                        str(tmp_path / "three.pt"))

@@ -103,28 +103,45 @@ def _checked_index(cache_dir: Path, config: TrainConfig) -> dict[str, Any]:
 
 
 def initialize_from(network: torch.nn.Module, config: ModelConfig, source: str) -> None:
-    """Copy the weights of a bundled model or checkpoint ``source`` into ``network`` (built from ``config``)."""
+    """Copy the weights of a bundled model or checkpoint ``source`` into ``network`` (built from ``config``).
+
+    The architecture and width must match. With as many inputs, the weights are copied as they are (the inputs
+    may differ, e.g. FLAIR in place of ADC). With fewer inputs, all of them among the source's, each stem comes
+    from the source's stem of the same modality and the layers that read the stems' concatenation keep the
+    channels of those stems (a T1+T2 model from a T1+T2+FLAIR one). Where only the output heads differ
+    (``residual``, ``detection``), the last convolution keeps its own initialization (the residual's starts at
+    zero, the identity floor).
+    """
     from VirtualContrastLib.registry import load_model
 
     loaded = load_model(source, device="cpu")
     theirs, ours = loaded.config, config
     width = lambda c: c.arch_kwargs.get("width")  # noqa: E731
-    if theirs.architecture != ours.architecture or width(theirs) != width(ours) or len(theirs.inputs) != len(ours.inputs):
-        raise InputError(f"cannot initialize from {source}: it is a {theirs.architecture} {theirs.arch_kwargs} with "
-                         f"{len(theirs.inputs)} inputs, this run a {ours.architecture} {ours.arch_kwargs} with {len(ours.inputs)}")
-    if theirs.arch_kwargs == ours.arch_kwargs:
+    same_count = len(theirs.inputs) == len(ours.inputs)
+    if theirs.architecture != ours.architecture or width(theirs) != width(ours) or not (same_count or set(ours.inputs) < set(theirs.inputs)):
+        raise InputError(f"cannot initialize from {source}: it is a {theirs.architecture} {theirs.arch_kwargs} with inputs "
+                         f"{'+'.join(theirs.inputs)}, this run a {ours.architecture} {ours.arch_kwargs} with {'+'.join(ours.inputs)}")
+    if theirs.arch_kwargs == ours.arch_kwargs and same_count:
         network.load_state_dict(loaded.network.state_dict(), strict=True)
         return
-    # Only the output heads differ (residual / detection): every other tensor is copied, the last
-    # convolution keeps its own initialization (the residual's starts at zero, the identity floor).
+    kept = list(range(len(ours.inputs))) if same_count else [theirs.inputs.index(m) for m in ours.inputs]
+    heads_differ = {k: v for k, v in theirs.arch_kwargs.items() if k != "width"} != {k: v for k, v in ours.arch_kwargs.items() if k != "width"}
     state, source_state = network.state_dict(), loaded.network.state_dict()
-    last = [name for name in state if name.startswith("head.")][-2:]
+    last = [name for name in state if name.startswith("head.")][-2:] if heads_differ else []
     for name, tensor in state.items():
         if name in last:
             continue
-        if name not in source_state or source_state[name].shape != tensor.shape:
-            raise InputError(f"cannot initialize from {source}: its {name} does not match this network's")
-        tensor.copy_(source_state[name])
+        parts = name.split(".")
+        origin = ".".join([parts[0], str(kept[int(parts[1])]), *parts[2:]]) if parts[0] == "stems" else name
+        weights = source_state.get(origin)
+        if weights is not None and weights.shape != tensor.shape and weights.dim() > 1 and weights.shape[0] == tensor.shape[0] \
+                and weights.shape[2:] == tensor.shape[2:] and weights.shape[1] == tensor.shape[1] // len(ours.inputs) * len(theirs.inputs):
+            # A layer reading the stems' concatenation: keep the channel blocks of the kept stems.
+            block = tensor.shape[1] // len(ours.inputs)
+            weights = torch.cat([weights[:, i * block:(i + 1) * block] for i in kept], dim=1)
+        if weights is None or weights.shape != tensor.shape:
+            raise InputError(f"cannot initialize from {source}: its {origin} does not match this network's {name}")
+        tensor.copy_(weights)
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
