@@ -202,13 +202,40 @@ def enhancement_metrics(
     brain = np.asarray(brain_mask, dtype=bool)
     seg = np.asarray(seg)
     enhancing = (seg == enhancing_label) & brain
+    near = near_tumour(seg > 0, spacing)
+    counts = lesion_counts(synthetic_map, true_map, seg, brain, spacing, enhancing_label, threshold, near)
+    true_above = (np.asarray(true_map) > threshold) & brain
+    return {
+        **counts,
+        "auc_brain": voxel_auc(synthetic_map, enhancing, brain & ~near),
+        "auc_tumour": voxel_auc(synthetic_map, enhancing, (seg > 0) & (seg != enhancing_label) & brain),
+        "true_blobs": int(_blobs_outside_tumour(true_above, near, spacing)[0].size),
+        "subtraction_psnr": psnr(synthetic_map, true_map, enhancing),
+        "subtraction_ssim_2d": ssim_2d_slices(synthetic_map, true_map, enhancing),
+        "subtraction_ssim_3d": ssim_3d(synthetic_map, true_map, enhancing),
+    }
+
+
+def lesion_counts(
+    synthetic_map: np.ndarray,
+    true_map: np.ndarray,
+    seg: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    enhancing_label: int = ENHANCING_LABEL,
+    threshold: float = ENHANCEMENT_THRESHOLD,
+    near: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The per-lesion part of :func:`enhancement_metrics`: lesions found, blobs, false blobs and lesion F1
+    (``near``: :func:`near_tumour` of the labels, when already computed)."""
+    brain = np.asarray(brain_mask, dtype=bool)
+    seg = np.asarray(seg)
     above = (np.asarray(synthetic_map) > threshold) & brain
-    labels, lesions, sizes = _components(enhancing, spacing, MIN_BLOB_MM3)
+    labels, lesions, sizes = _components((seg == enhancing_label) & brain, spacing, MIN_BLOB_MM3)
     fraction_above = np.bincount(labels[above], minlength=sizes.size)[lesions] / np.maximum(sizes[lesions], 1)
     detected = int(np.count_nonzero(fraction_above >= DETECTION_FRACTION))
-    near = near_tumour(seg > 0, spacing)
-    true_above = (np.asarray(true_map) > threshold) & brain
-    blobs, confirmed = _blobs_outside_tumour(above, near, spacing, true_above)
+    near = near_tumour(seg > 0, spacing) if near is None else near
+    blobs, confirmed = _blobs_outside_tumour(above, near, spacing, (np.asarray(true_map) > threshold) & brain)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     false_blobs = int(np.count_nonzero(~confirmed))
     found = 2 * detected + (lesions.size - detected) + false_blobs
@@ -218,16 +245,10 @@ def enhancement_metrics(
         "lesion_sensitivity": detected / lesions.size if lesions.size else math.nan,
         # Lesion F1: detected lesions are true positives, missed ones false negatives, false blobs false positives.
         "lesion_f1": 2 * detected / found if lesions.size else math.nan,
-        "auc_brain": voxel_auc(synthetic_map, enhancing, brain & ~near),
-        "auc_tumour": voxel_auc(synthetic_map, enhancing, (seg > 0) & (seg != enhancing_label) & brain),
         "blobs": int(blobs.size),
         "blob_ml": float(blobs.sum()) * voxel_ml,
-        "true_blobs": int(_blobs_outside_tumour(true_above, near, spacing)[0].size),
         "false_blobs": false_blobs,
         "false_blob_ml": float(blobs[~confirmed].sum()) * voxel_ml,
-        "subtraction_psnr": psnr(synthetic_map, true_map, enhancing),
-        "subtraction_ssim_2d": ssim_2d_slices(synthetic_map, true_map, enhancing),
-        "subtraction_ssim_3d": ssim_3d(synthetic_map, true_map, enhancing),
     }
 
 
