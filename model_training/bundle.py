@@ -83,12 +83,12 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
 
 def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, description: str, role: str = "synthesis",
                cpu_seconds: float | None = None, evaluation_markdown: str | None = None,
-               training_data: str = "phantom", output_map: bool = True) -> dict[str, Any]:
+               training_data: str = "phantom", output_map: bool = True, half: bool = True) -> dict[str, Any]:
     """Export ``run_dir`` as bundled model ``name`` into ``models_dir`` (with the run's output map unless
-    ``output_map`` is False); returns its ``models.json`` entry."""
+    ``output_map`` is False, float16 weights unless ``half`` is False); returns its ``models.json`` entry."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    path, digest = export_run(run_dir, models_dir / f"{name}.pt", output_map)
+    path, digest = export_run(run_dir, models_dir / f"{name}.pt", output_map, half)
     checkpoint = load_checkpoint(path, expected_sha256=digest)
     config = checkpoint.config.to_dict()
     card_name = f"{name}.md"

@@ -14,9 +14,11 @@ from .calibrate import load_run_map
 from .train import BEST_NAME, STATE_NAME
 
 
-def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True) -> tuple[Path, str]:
+def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True, half: bool = True) -> tuple[Path, str]:
     """Write ``run_dir``'s best weights with the full training summary to ``out_path``; returns (path, sha256).
 
+    The weights are stored as float16 unless ``half`` is False (half the download; read back as float32,
+    see :mod:`VirtualContrastLib.checkpoints`).
     The summary keeps what ``best.pt`` recorded (data and seeds, schedule, config, hardware) and
     adds the finished run's history and wall time from ``state.pt``; the config gets the run's output
     map when ``calibrate`` fitted one on these weights, unless ``output_map`` is False (a selection rule
@@ -40,5 +42,5 @@ def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = Tru
     summary["intended_use"] = INTENDED_USE
     summary["output"] = config.target
     out_path = Path(out_path)
-    digest = save_checkpoint(out_path, config, best.state_dict, summary)
+    digest = save_checkpoint(out_path, config, best.state_dict, summary, half=half)
     return out_path, digest
