@@ -19,20 +19,20 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import SimpleITK as sitk
 
 from VirtualContrastLib.cases import TARGET, CaseFiles
-from VirtualContrastLib.config import DEFAULT_NORMALIZATION, ModelConfig
+from VirtualContrastLib.config import DEFAULT_NORMALIZATION
 from VirtualContrastLib.errors import InputError, VirtualContrastError
 from VirtualContrastLib.fileutil import write_csv
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.parallel import ordered_map
 
-INDEX_NAME = "index.json"
-
+# The cache readers live in cache.py, free of SimpleITK; imported here for this module's callers as well.
+from .cache import INDEX_NAME, check_normalization, load_case, load_index  # noqa: F401
 
 @dataclass
 class PrepareOptions:
@@ -182,37 +182,3 @@ def prepare_dataset(cases: list[CaseFiles], out_dir: str | Path, options: Prepar
     (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
     write_csv(out_dir / "skipped.csv", skipped, fields=("case", "reason"))
     return index
-
-
-def load_index(cache_dir: str | Path) -> dict[str, Any]:
-    """Read the ``index.json`` of a prepared cache folder."""
-    path = Path(cache_dir) / INDEX_NAME
-    if not path.is_file():
-        raise InputError(f"{cache_dir} is not a prepared dataset (no {INDEX_NAME}); run 'prepare' first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def check_normalization(cache_dir: str | Path, index: dict[str, Any], model: ModelConfig) -> None:
-    """Refuse a cache whose recorded normalization (its index's options) is not ``model``'s.
-
-    The spec travels prepare -> cache -> checkpoint (as nnU-Net's plans do): the checkpoint declares
-    ``model.normalization`` and the engine normalizes with it at inference, so a model trained on data
-    normalized otherwise would carry a false spec.
-    """
-    spec = index.get("options", {}).get("normalization")
-    if spec is None:
-        raise InputError(f"{cache_dir}: its {INDEX_NAME} does not record the normalization; prepare the data again")
-    if spec != model.normalization:
-        raise InputError(f"{cache_dir} was prepared with normalization {json.dumps(spec, sort_keys=True)} but the model config "
-                         f"says {json.dumps(model.normalization, sort_keys=True)}; set model.normalization to the cache's "
-                         "or prepare the data again with --normalization")
-
-
-def load_case(cache_dir: str | Path, case_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Load one cached case into memory: all its arrays, or only those of ``keys`` that it holds."""
-    path = Path(cache_dir) / f"{case_id}.npz"
-    if not path.is_file():
-        raise InputError(f"cached case not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        wanted = data.files if keys is None else [key for key in keys if key in data.files]
-        return {key: data[key] for key in wanted}

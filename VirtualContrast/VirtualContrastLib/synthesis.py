@@ -4,6 +4,10 @@ Inference runs slab by slab along the S–I axis (overlap only along the slab ax
 Gaussian or constant blending weights), each slab cropped in-plane to where its inputs are
 non-zero plus a margin. Progress is reported per slab and ``cancel()`` is checked before each batch;
 results exist only when everything has run, so a cancelled run leaves nothing half-done.
+
+The array core (:func:`synthesize_array`, :func:`predict_volume`) needs only numpy, torch and MONAI:
+SimpleITK is imported by the image-level functions alone, so the core runs where it is not installed
+(Testing/gpu_check.sh on a GPU machine that has only torch).
 """
 
 from __future__ import annotations
@@ -16,20 +20,20 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import SimpleITK as sitk
 
 from . import MODALITIES
 from .calibration import apply_output_map
 from .enhancement import subtraction_map
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
-from .imageio import check_image
 from .normalization import denormalize
 from .options import SynthesisOptions, autocast_dtype
-from .preprocessing import PreparedInputs, prepare_inputs
 from .registry import LoadedModel, auxiliary_model_for, load_model, resolve_device
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
     import torch
+
+    from .preprocessing import PreparedInputs
 
 #: Default slabs per forward pass. On CPU at least 2: with batch 1 PyTorch runs small fp32 3D
 #: convolutions on its slow native kernel instead of oneDNN (measured ~5x slower here).
@@ -61,6 +65,18 @@ class SynthesisResult:
     device: str = "cpu"
     precision: str = "fp32"
     seconds: float = 0.0
+
+
+@dataclass
+class ArrayResult:
+    """A prediction on a normalized working volume: the mean (D, H, W) in [0, 1], its TTA spread, where and how it ran."""
+
+    prediction: np.ndarray
+    uncertainty: np.ndarray | None
+    notes: list[str]
+    device: str
+    precision: str
+    seconds: float
 
 
 def count_slabs(depth: int, slab_depth: int, overlap: float) -> int:
@@ -344,6 +360,39 @@ def load_auxiliaries(
     return loaded
 
 
+def synthesize_array(
+    model: LoadedModel,
+    volume: np.ndarray,
+    options: SynthesisOptions | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> ArrayResult:
+    """Synthesis on arrays, without images or files: ``model``'s calibrated prediction on a normalized volume.
+
+    ``volume`` is (C, D, H, W), channels in ``model.config.inputs`` order, 0 outside the brain, H and W
+    multiples of the network's in-plane multiple; it runs where ``model`` is, with the GPU out-of-memory
+    back-off of :func:`synthesize`.
+    """
+    from .networks import in_plane_multiple
+
+    start = time.perf_counter()
+    options = options or SynthesisOptions()
+    options.validate()
+    multiple = in_plane_multiple(model.config)
+    if volume.ndim != 4 or volume.shape[0] != len(model.config.inputs) or volume.shape[2] % multiple or volume.shape[3] % multiple:
+        raise InputError(f"model {model.name} needs a ({len(model.config.inputs)}, D, H, W) volume with H and W multiples of {multiple}, "
+                         f"not {volume.shape}")
+    device = _run_device(model, {}, options.device)
+    precision = resolve_precision(options.precision, device)
+    passes = len(TTA_FLIPS) if options.tta else 1
+    tracker = _Progress(progress, count_slabs(volume.shape[1], model.config.slab_depth, options.overlap) * passes)
+    notes: list[str] = []
+    mean, std, device, precision = _predict(model, np.asarray(volume, np.float32), options, device, precision, tracker, cancel, notes)
+    tracker.finish("synthesis done")
+    prediction = apply_output_map(np.clip(mean, 0.0, 1.0), model.config.output_map)
+    return ArrayResult(prediction, std, notes, str(device), precision, time.perf_counter() - start)
+
+
 def synthesize(
     images: dict[str, sitk.Image],
     model: LoadedModel,
@@ -360,7 +409,9 @@ def synthesize(
     :func:`load_auxiliaries`). The caller's networks are never moved: a GPU out-of-memory fallback
     finishes on a CPU copy.
     """
+    from .imageio import check_image
     from .networks import in_plane_multiple
+    from .preprocessing import prepare_inputs
 
     start = time.perf_counter()
     options = options or SynthesisOptions()
@@ -420,6 +471,8 @@ def _auxiliary_input(
     min_overlap: float,
 ) -> np.ndarray:
     """The (C, D, H, W) input of an auxiliary model, re-prepared only if its normalization differs."""
+    from .preprocessing import prepare_inputs
+
     source = prepared.channels
     if aux.config.normalization != normalization:
         subset = {m: given[m] for m in aux.config.inputs}
@@ -430,6 +483,8 @@ def _auxiliary_input(
 def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | None,
                  output_map: dict[str, list[float]] | None) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
     """Clamp, calibrate, zero outside the brain, map back onto the T1 grid and into the T1's intensity window."""
+    import SimpleITK as sitk
+
     grid, inside = prepared.grid, prepared.working_mask
     clipped = np.clip(mean, 0.0, 1.0)
     predicted = apply_output_map(clipped, output_map)
