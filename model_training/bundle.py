@@ -36,7 +36,7 @@ def _metric_lines(best: dict[str, Any] | None) -> list[str]:
 
 
 def model_card(name: str, description: str, training: dict[str, Any], config: dict[str, Any], cpu_seconds: float | None,
-               evaluation: str | None, training_data: str = "phantom") -> str:
+               evaluation: str | None, training_data: str = "phantom", half: bool = True) -> str:
     """The Markdown model card of a bundled model."""
     data = training.get("data", {})
     schedule = "; ".join(f"{s['epochs']} epochs at λ = {tuple(s['weights'])}, lr {s['lr']:g}" for s in training.get("schedule", []))
@@ -56,6 +56,7 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
          f"fitted on the {len(training.get('calibration', {}).get('cases', []))} training cases (`virtual-contrast-train calibrate`)")
         if config.get("output_map") else "- output calibration: none",
         f"- CPU time per 192×256×192 volume: {cpu_seconds:.1f} s (measured with `virtual-contrast bench`, see below)" if cpu_seconds else "- CPU time: not measured",
+        "- weights: stored as float16 (half the download), computed in float32" if half else "- weights: stored as float32",
         "",
         "## Training",
         f"- run `{training.get('run', '?')}`, seed {training.get('seed', '?')}, {training.get('epochs_done', '?')} epochs, "
@@ -93,7 +94,7 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
     config = checkpoint.config.to_dict()
     card_name = f"{name}.md"
     _write_text_atomic(models_dir / card_name,
-                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data))
+                       model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data, half))
     entry = {
         "name": name, "file": path.name, "sha256": digest, "size_bytes": path.stat().st_size,
         "inputs": config["inputs"], "output": config["target"], "role": role, "description": description,

@@ -69,7 +69,7 @@ class SynthesisResult:
 
 @dataclass
 class ArrayResult:
-    """A prediction on a normalized working volume: the mean (D, H, W) in [0, 1], its TTA spread, where and how it ran."""
+    """A prediction on a normalized working volume: the calibrated mean (D, H, W) in [0, 1], its TTA spread (before calibration), where and how it ran."""
 
     prediction: np.ndarray
     uncertainty: np.ndarray | None

@@ -1,16 +1,16 @@
 """Half-size weights (issue 25): each bundled model's float16 file against its float32 original, in brain PSNR.
 
-    python model_training/results/half_weights/compare.py FP32_DIR [REAL_CASES_DIR] > model_training/results/half_weights/table.md
+    python model_training/results/half_weights/compare.py FP32_DIR [REAL_CASES_DIR] [--models NAME ...] > model_training/results/half_weights/table.md
 
 FP32_DIR holds the float32 files as bundled before issue 25 (``git show 4438090:Resources/Models/NAME.pt``).
 Each model runs through the engine on the demo's phantom (seed DEMO_SEED, 1 mm, thick-slice T2/ADC/FLAIR)
-and, when its inputs exist there, on the real BraTS cases (prepared as ``test_realdata.py`` does); each output
+and, when its inputs and its output's true image exist there, on the real BraTS cases (prepared as ``test_realdata.py`` does); each output
 is scored against the true image with VC-Eval-1, and the two outputs are also compared with each other.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ def phantom_case() -> tuple[str, dict[str, sitk.Image], sitk.Image, dict[str, np
     return f"phantom seed {DEMO_SEED}", case.images, case.brain_mask, truth
 
 
-def main(fp32_dir: Path, real_dir: Path | None) -> None:
+def main(fp32_dir: Path, real_dir: Path | None, names: list[str] | None) -> None:
     """Print the Markdown table: per model and case, brain PSNR from each file, their difference, and the outputs' mutual PSNR."""
     cases = [phantom_case()]
     for folder in sorted(real_dir.iterdir()) if real_dir else []:
@@ -49,11 +49,11 @@ def main(fp32_dir: Path, real_dir: Path | None) -> None:
         cases.append((folder.name, images, image_from_array(prepared["mask"], grid), truth))
     print("| model | case | brain PSNR fp32 file (dB) | brain PSNR fp16 file (dB) | difference (dB) | fp16 output vs fp32 output, PSNR (dB) |")
     print("|---|---|---|---|---|---|")
-    for entry in list_models():
+    for entry in (e for e in list_models() if not names or e.name in names):
         half = load_model(entry.name, device="cpu")
         full = load_model(fp32_dir / entry.file, device="cpu")
         for name, images, mask, truth in cases:
-            if not set(entry.inputs) <= set(images):
+            if not set(entry.inputs) <= set(images) or entry.output not in truth:
                 continue
             given = {m: images[m] for m in entry.inputs}
             brain = sitk.GetArrayFromImage(mask) > 0
@@ -67,4 +67,9 @@ def main(fp32_dir: Path, real_dir: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fp32_dir", type=Path, help="the float32 files as bundled before issue 25")
+    parser.add_argument("real_dir", type=Path, nargs="?", help="folder of real BraTS case folders (optional)")
+    parser.add_argument("--models", nargs="*", help="only these bundled models (default: all)")
+    args = parser.parse_args()
+    main(args.fp32_dir, args.real_dir, args.models)
