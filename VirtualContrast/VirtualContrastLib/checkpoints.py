@@ -9,7 +9,7 @@ Shipped checkpoints (``export``, ``bundle``) store their floating-point weights 
 size of float32; every checkpoint is read back as float32. float16 rather than bfloat16: its 10-bit
 mantissa rounds 8x finer than bfloat16's 7 bits, and its range (up to 65504) holds these weights (the
 largest, a BatchNorm running variance, is about 1200); the bundled models' outputs moved by less than
-0.01 dB brain PSNR (README, "Bundled models"). Training states and ``best.pt`` stay float32.
+0.02 dB brain PSNR (README, "Bundled models"). Training states and ``best.pt`` stay float32.
 """
 
 from __future__ import annotations
