@@ -238,6 +238,7 @@ class Trainer:
         _, val = split_cases(self.config)
         if val is None:
             return {}
+        # evaluate builds SimpleITK images: imported only by runs that validate (the GPU check's run has no SimpleITK).
         from .evaluate import evaluate_network
 
         val_dir, ids = val
