@@ -260,7 +260,8 @@ def _predict(
     while True:
         mark = progress.done
         try:
-            mean, std = predict_volume(_on_device(model, device), volume, options, device, precision, batch, progress.advance, cancel)
+            mean, std = predict_volume(_with_runtime(_on_device(model, device), precision, notes), volume, options, device, precision,
+                                       batch, progress.advance, cancel)
             return mean, std, device, precision
         except torch.cuda.OutOfMemoryError:
             if device.type != "cuda":
@@ -288,6 +289,17 @@ def _on_device(model: LoadedModel, device: "torch.device") -> LoadedModel:
     network.load_state_dict(model.network.state_dict())
     place_network(network.eval(), device)
     return replace(model, network=network)
+
+
+def _with_runtime(model: LoadedModel, precision: str, notes: list[str]) -> LoadedModel:
+    """``model`` with OpenVINO in place of PyTorch for fp32 on the CPU where OpenVINO is installed (noted), else as it is."""
+    from .networks import network_device
+    from .runtimes import openvino_network, openvino_usable
+
+    if precision != "fp32" or network_device(model.network).type != "cpu" or not openvino_usable(model):
+        return model
+    notes.append(f"{model.name}: fp32 on the CPU through OpenVINO (VIRTUALCONTRAST_ENGINE=torch for PyTorch alone)")
+    return replace(model, network=openvino_network(model))
 
 
 def _run_device(model: LoadedModel, auxiliaries: Mapping[str, LoadedModel], requested: str) -> "torch.device":
