@@ -1,6 +1,6 @@
 """Optional CPU runtime: OpenVINO for fp32 inference, used automatically where it is installed (not a dependency).
 
-Issue 25 timed one real BraTS volume through the engine on 1 core: OpenVINO fp32 took 0.87-0.88 of PyTorch
+Issue 25 timed one real BraTS volume through the engine on 1 core: OpenVINO fp32 took 0.87-0.89 of PyTorch
 fp32's time with the same output (PSNR between them > 128 dB), while ONNX Runtime took 1.64-1.68 and
 ``torch.compile(dynamic=True)`` failed in Inductor (README, "Speed on CPUs"). bf16 CPUs keep PyTorch's bf16,
 which is faster still. ``VIRTUALCONTRAST_ENGINE=torch`` turns OpenVINO off.
