@@ -12,8 +12,9 @@ from monai.inferers import sliding_window_inference
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import LoadedModel
+from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.synthesis import (
-    SLAB_MARGIN, SynthesisOptions, count_slabs, cpu_supports_bf16, predict_volume, resolve_precision, slab_starts,
+    SLAB_MARGIN, SynthesisOptions, count_slabs, cpu_supports_bf16, predict_volume, resolve_precision, slab_starts, synthesize_array,
 )
 
 CPU = torch.device("cpu")
@@ -98,3 +99,18 @@ def test_onednn_isa_cap_below_bf16_makes_auto_fp32(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not cpu_supports_bf16()
     assert resolve_precision("auto", CPU) == "fp32"
+
+
+def test_synthesize_array_is_the_slab_loop_clipped_and_calibrated():
+    """Synthesis on arrays (no images, no SimpleITK): predict_volume's mean, clipped to [0, 1] and put through the output map."""
+    model = tiny_hrfcn()
+    model.config.output_map = {"source": [0.0, 0.5, 1.0], "target": [0.0, 0.8, 1.0]}
+    volume = np.random.default_rng(2).uniform(0.1, 1.0, (2, 8, 16, 12)).astype(np.float32)
+    options = SynthesisOptions(device="cpu", precision="fp32")
+    mean, _ = predict_volume(model, volume, options, CPU, "fp32", 2)
+    result = synthesize_array(model, volume, options)
+    expected = np.interp(np.clip(mean, 0, 1), [0.0, 0.5, 1.0], [0.0, 0.8, 1.0])
+    np.testing.assert_allclose(result.prediction, expected, atol=1e-6)
+    assert (result.device, result.precision, result.uncertainty) == ("cpu", "fp32", None)
+    with pytest.raises(InputError, match="multiples of 4"):
+        synthesize_array(model, volume[:, :, :15], options)

@@ -119,7 +119,8 @@ def test_train_resume_evaluate_export_synthesize(caches: dict[str, Path], tmp_pa
     assert "identity (T1)" in table and "exported" in table and "slab overlap 0.50" in table
     rows = list(csv.DictReader(open(results / "table_II.csv", encoding="utf-8")))
     assert [r["model"] for r in rows] == ["identity (T1)", "linear (T1+T2+ADC)", "exported", "best"]
-    assert float(rows[2]["brain_psnr_mean"]) == pytest.approx(float(rows[3]["brain_psnr_mean"]))  # same weights
+    # The same weights, exported in float16 (issue 25): within a hundredth of a dB.
+    assert float(rows[2]["brain_psnr_mean"]) == pytest.approx(float(rows[3]["brain_psnr_mean"]), abs=0.01)
     per_case = list(csv.DictReader(open(results / "per_case_II.csv", encoding="utf-8")))
     assert {"enhancement_lesion_sensitivity", "enhancement_false_blobs", "linear (T1+T2+ADC)"} <= {*per_case[0], *(r["model"] for r in per_case)}
     assert (results / "montage.png").stat().st_size > 1000

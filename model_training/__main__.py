@@ -32,6 +32,7 @@ from .evaluate import PERTURBATIONS
 
 PROG = "virtual-contrast-train"
 NO_MAP_HELP = "ship the network's own output: leave out the run's output map (calibrate) even where one was fitted"
+FP32_HELP = "store the weights in float32 (default: float16, half the size, read back as float32)"
 
 
 def cmd_make_phantoms(args: argparse.Namespace) -> int:
@@ -132,7 +133,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's best model as an engine checkpoint."""
     from .export import export_run
 
-    path, digest = export_run(args.run, args.out, not args.no_output_map, overwrite=args.overwrite)
+    path, digest = export_run(args.run, args.out, not args.no_output_map, not args.fp32_weights, overwrite=args.overwrite)
     print(f"exported {path} (sha256 {digest})")
     return 0
 
@@ -146,7 +147,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     evaluation = args.evaluation.read_text(encoding="utf-8") if args.evaluation else None
     seconds = args.cpu_seconds if args.cpu_seconds or args.no_bench else measure_cpu_seconds(args.run)
     entry = bundle_run(args.run, args.name, args.models_dir, args.description, args.role, seconds, evaluation, args.training_data,
-                       not args.no_output_map, replace=args.replace)
+                       not args.no_output_map, not args.fp32_weights, replace=args.replace)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file (never a bundled model's checkpoint)")
     p.add_argument("--no-output-map", action="store_true", help=NO_MAP_HELP)
+    p.add_argument("--fp32-weights", action="store_true", help=FP32_HELP)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bundle", help="ship a run as a bundled model (checkpoint, models.json entry, model card)")
@@ -273,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bench", action="store_true", help="do not measure CPU seconds per volume")
     p.add_argument("--cpu-seconds", type=float, help="CPU seconds per volume measured earlier with virtual-contrast bench")
     p.add_argument("--no-output-map", action="store_true", help=NO_MAP_HELP)
+    p.add_argument("--fp32-weights", action="store_true", help=FP32_HELP)
     p.set_defaults(func=cmd_bundle)
     return parser
 

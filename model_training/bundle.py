@@ -65,7 +65,7 @@ def _metric_lines(best: dict[str, Any] | None) -> list[str]:
 
 
 def model_card(name: str, description: str, training: dict[str, Any], config: dict[str, Any], cpu_seconds: float | None,
-               evaluation: str | None, training_data: str = "phantom") -> str:
+               evaluation: str | None, training_data: str = "phantom", half: bool = True) -> str:
     """The Markdown model card of a bundled model."""
     data = training.get("data", {})
     schedule = "; ".join(f"{s['epochs']} epochs at λ = {tuple(s['weights'])}, lr {s['lr']:g}" for s in training.get("schedule", []))
@@ -85,6 +85,7 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
          f"fitted on the {len(training.get('calibration', {}).get('cases', []))} training cases (`virtual-contrast-train calibrate`)")
         if config.get("output_map") else "- output calibration: none",
         f"- CPU time per 192×256×192 volume: {cpu_seconds:.1f} s (measured with `virtual-contrast bench`, see below)" if cpu_seconds else "- CPU time: not measured",
+        "- weights: stored as float16 (half the download), computed in float32" if half else "- weights: stored as float32",
         "",
         "## Training",
         f"- run `{training.get('run', '?')}`, seed {training.get('seed', '?')}, {training.get('epochs_done', '?')} epochs, "
@@ -112,18 +113,19 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
 
 def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, description: str, role: str = "synthesis",
                cpu_seconds: float | None = None, evaluation_markdown: str | None = None,
-               training_data: str = "phantom", output_map: bool = True, replace: bool = False) -> dict[str, Any]:
-    """Export ``run_dir`` as bundled model ``name`` into ``models_dir`` (with the run's output map unless
-    ``output_map`` is False; a name already bundled only with ``replace``); returns its ``models.json`` entry."""
+               training_data: str = "phantom", output_map: bool = True, half: bool = True, replace: bool = False) -> dict[str, Any]:
+    """Export ``run_dir`` as bundled model ``name`` into ``models_dir`` (with the run's output map unless ``output_map``
+    is False, float16 weights unless ``half`` is False; a name already bundled only with ``replace``); returns its
+    ``models.json`` entry."""
     models_dir = Path(models_dir)
     check_bundle_name(models_dir, name, replace)
-    exported = exported_checkpoint(run_dir, output_map)
+    config, state_dict, summary = exported_checkpoint(run_dir, output_map)
     path = models_dir / f"{name}.pt"
-    digest = save_checkpoint(path, *exported)
+    digest = save_checkpoint(path, config, state_dict, summary, half=half)
     checkpoint = load_checkpoint(path, expected_sha256=digest)
     config = checkpoint.config.to_dict()
     card_name = f"{name}.md"
-    card = model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data)
+    card = model_card(name, description, checkpoint.training, config, cpu_seconds, evaluation_markdown, training_data, half)
     write_file(models_dir / card_name, lambda tmp: tmp.write_text(card, encoding="utf-8"))
     entry = {
         "name": name, "file": path.name, "sha256": digest, "size_bytes": path.stat().st_size,

@@ -68,10 +68,14 @@ def check_export_path(path: Path, overwrite: bool) -> None:
         raise InputError(f"{path} exists; pass --overwrite to replace it or choose another --out")
 
 
-def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True, overwrite: bool = False) -> tuple[Path, str]:
+def export_run(run_dir: str | Path, out_path: str | Path, output_map: bool = True, half: bool = True,
+               overwrite: bool = False) -> tuple[Path, str]:
     """Write ``run_dir``'s best weights with the full training summary (:func:`exported_checkpoint`) to
-    ``out_path``, which must not exist unless ``overwrite`` (and never be a shipped model); returns (path, sha256)."""
+    ``out_path``, which must not exist unless ``overwrite`` (and never be a shipped model); returns (path, sha256).
+
+    The weights are stored as float16 unless ``half`` is False (half the download; read back as float32,
+    see :mod:`VirtualContrastLib.checkpoints`)."""
     out_path = Path(out_path)
     check_export_path(out_path, overwrite)
     config, state_dict, summary = exported_checkpoint(run_dir, output_map)
-    return out_path, save_checkpoint(out_path, config, state_dict, summary)
+    return out_path, save_checkpoint(out_path, config, state_dict, summary, half=half)

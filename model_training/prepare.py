@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import SimpleITK as sitk
 
 from VirtualContrastLib.cases import LABEL_VALUES, TARGET, CaseFiles
-from VirtualContrastLib.config import DEFAULT_NORMALIZATION, ModelConfig
+from VirtualContrastLib.config import DEFAULT_NORMALIZATION
 from VirtualContrastLib.errors import InputError, VirtualContrastError
 from VirtualContrastLib.fileutil import write_csv, write_error_reason, write_file
 from VirtualContrastLib.normalization import normalize
 from VirtualContrastLib.parallel import ordered_map
 
-INDEX_NAME = "index.json"
-
+# The cache readers live in cache.py, free of SimpleITK; imported here for this module's callers as well.
+from .cache import INDEX_NAME, check_normalization, load_case, load_index  # noqa: F401
 
 @dataclass
 class PrepareOptions:
@@ -219,47 +218,3 @@ def _earlier_index(out_dir: Path, options: dict[str, Any]) -> dict[str, Any] | N
         raise InputError(f"{out_dir} already holds a cache prepared with other options ({json.dumps(earlier.get('options'), sort_keys=True)}); "
                          "one cache has one set of options: prepare into another --out folder")
     return earlier
-
-
-def load_index(cache_dir: str | Path) -> dict[str, Any]:
-    """Read the ``index.json`` of a prepared cache folder."""
-    path = Path(cache_dir) / INDEX_NAME
-    if not path.is_file():
-        raise InputError(f"{cache_dir} is not a prepared dataset (no {INDEX_NAME}); run 'prepare' first")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-        cases = [entry["case"] for entry in index["prepared"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{path} is damaged (not a prepare index: {type(error).__name__}); prepare the data again") from None
-    if not all(isinstance(case, str) for case in cases):
-        raise InputError(f"{path} is damaged (case ids are not text); prepare the data again")
-    return index
-
-
-def check_normalization(cache_dir: str | Path, index: dict[str, Any], model: ModelConfig) -> None:
-    """Refuse a cache whose recorded normalization (its index's options) is not ``model``'s.
-
-    The spec travels prepare -> cache -> checkpoint (as nnU-Net's plans do): the checkpoint declares
-    ``model.normalization`` and the engine normalizes with it at inference, so a model trained on data
-    normalized otherwise would carry a false spec.
-    """
-    spec = index.get("options", {}).get("normalization")
-    if spec is None:
-        raise InputError(f"{cache_dir}: its {INDEX_NAME} does not record the normalization; prepare the data again")
-    if spec != model.normalization:
-        raise InputError(f"{cache_dir} was prepared with normalization {json.dumps(spec, sort_keys=True)} but the model config "
-                         f"says {json.dumps(model.normalization, sort_keys=True)}; set model.normalization to the cache's "
-                         "or prepare the data again with --normalization")
-
-
-def load_case(cache_dir: str | Path, case_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Load one cached case into memory: all its arrays, or only those of ``keys`` that it holds."""
-    path = Path(cache_dir) / f"{case_id}.npz"
-    if not path.is_file():
-        raise InputError(f"cached case not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            wanted = data.files if keys is None else [key for key in keys if key in data.files]
-            return {key: data[key] for key in wanted}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise InputError(f"cached case {case_id} ({path}) is damaged ({type(error).__name__}); prepare it again") from None

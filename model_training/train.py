@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -43,8 +44,8 @@ from VirtualContrastLib.networks import build_network, in_plane_multiple
 from VirtualContrastLib.options import autocast_dtype
 from VirtualContrastLib.registry import resolve_device
 
+from .cache import check_normalization, load_case, load_index
 from .losses import VirtualContrastLoss, stage_at, total_epochs
-from .prepare import check_normalization, load_case, load_index
 from .sampling import SlabDataset
 from .settings import SELECTION_GATES, SELECTION_RULES, TrainConfig
 
@@ -162,6 +163,17 @@ def hardware_summary(device: torch.device, world_size: int) -> dict[str, Any]:
     return summary
 
 
+def training_device(device: str | torch.device | None) -> torch.device:
+    """The device of this process: "auto"/None picks this rank's GPU or the CPU; "cuda" without an index gets
+    this rank's (``LOCAL_RANK``), because ``torch.cuda.set_device`` and DDP need one."""
+    local = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if device is None or device == "auto":
+        return torch.device(local if torch.cuda.is_available() else "cpu")
+    # resolve_device refuses an unknown name or a GPU this machine lacks in one line.
+    chosen = device if isinstance(device, torch.device) else resolve_device(device)
+    return torch.device(local) if chosen.type == "cuda" and chosen.index is None else chosen
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -188,9 +200,7 @@ class Trainer:
             dist.init_process_group(backend=backend)
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
-        if device is None or device == "auto":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
+        self.device = training_device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             # Training slabs have one fixed size, so cuDNN's per-shape algorithm search pays off at once.
@@ -269,11 +279,12 @@ class Trainer:
     # -- validation ----------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """VC-Eval-1 means over the validation volumes, through the engine's synthesis."""
-        from .evaluate import evaluate_network
-
         _, val = split_cases(self.config)
         if val is None:
             return {}
+        # evaluate builds SimpleITK images: imported only by runs that validate (the GPU check's run has no SimpleITK).
+        from .evaluate import evaluate_network
+
         val_dir, ids = val
         options = {"tta": bool(self.config.validation.get("tta", False))}
         per_case = evaluate_network(self.network, self.config.model, val_dir, ids, device=self.device, options=options)
@@ -350,11 +361,9 @@ class Trainer:
         main = self.rank == 0
         writer = None
         if main:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_file(self.out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(self.config.raw, indent=2), encoding="utf-8"))
-            writer = SummaryWriter(str(self.out_dir / "tb"))
+            writer = _tensorboard(self.out_dir / "tb")
         end = total_epochs(self.config.stages) if stop_after_epoch is None else min(stop_after_epoch, total_epochs(self.config.stages))
         every = int(self.config.validation.get("every", 1))
         while self.epoch < end:
@@ -373,7 +382,8 @@ class Trainer:
                 if main:
                     global_step = self.epoch * len(loader) + step
                     self.step_log.append({"epoch": self.epoch, "step": global_step, **values})
-                    writer.add_scalar("train/loss_step", values["loss"], global_step)
+                    if writer is not None:
+                        writer.add_scalar("train/loss_step", values["loss"], global_step)
             row: dict[str, Any] = {"epoch": self.epoch + 1, "stage": self.stage_index + 1, "lr": self.optimizer.param_groups[0]["lr"],
                                    **{f"train_{k}": v / max(len(loader), 1) for k, v in sums.items()}}
             self.epoch += 1
@@ -399,7 +409,7 @@ class Trainer:
     def _record(self, row: dict[str, Any], writer: Any) -> None:
         self.history.append(row)
         for key, value in row.items():
-            if key != "epoch":
+            if key != "epoch" and writer is not None:
                 writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
         rule = self.config.validation.get("select", "brain_psnr")
         score = selection_score(row, rule)
@@ -419,6 +429,16 @@ class Trainer:
         except OSError as error:
             raise InputError(f"cannot write the logs of run folder {self.out_dir}: {write_error_reason(error)}") from None
         self.step_log = []
+
+
+def _tensorboard(folder: Path) -> Any:
+    """A TensorBoard writer into ``folder``, or None where tensorboard is not installed (log.csv and steps.csv still are written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the GPU check's machine has no tensorboard (Testing/gpu_requirements.txt)
+        print("tensorboard is not installed: no TensorBoard logs, only log.csv and steps.csv", file=sys.stderr)
+        return None
+    return SummaryWriter(str(folder))
 
 
 def _mean_metrics(per_case: list[dict[str, dict[str, float]]]) -> dict[str, float]:

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
-from skimage.metrics import structural_similarity
 
 from .normalization import intensity_range, normalize
 
@@ -79,6 +78,9 @@ def psnr(pred: np.ndarray, target: np.ndarray, region: np.ndarray, data_range: f
 
 def ssim_2d_slices(pred: np.ndarray, target: np.ndarray, region: np.ndarray, data_range: float = 1.0) -> float:
     """Paper's SSIM: per axial slice with region pixels (skimage defaults), averaged over slices."""
+    # Imported here: the training step reads this module's labels where scikit-image is not installed.
+    from skimage.metrics import structural_similarity
+
     region = _region(region, np.shape(target))
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -91,6 +93,8 @@ def ssim_2d_slices(pred: np.ndarray, target: np.ndarray, region: np.ndarray, dat
 
 def ssim_3d(pred: np.ndarray, target: np.ndarray, region: np.ndarray, data_range: float = 1.0) -> float:
     """BraSyn's SSIM: the 3D SSIM map (Gaussian sigma 1.5) averaged over the region."""
+    from skimage.metrics import structural_similarity
+
     region = _region(region, np.shape(target))
     if not region.any():
         return math.nan

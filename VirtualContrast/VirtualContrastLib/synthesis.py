@@ -4,6 +4,10 @@ Inference runs slab by slab along the S–I axis (overlap only along the slab ax
 Gaussian or constant blending weights), each slab cropped in-plane to where its inputs are
 non-zero plus a margin. Progress is reported per slab and ``cancel()`` is checked before each batch;
 results exist only when everything has run, so a cancelled run leaves nothing half-done.
+
+The array core (:func:`synthesize_array`, :func:`predict_volume`) needs only numpy, torch and MONAI:
+SimpleITK is imported by the image-level functions alone, so the core runs where it is not installed
+(Testing/gpu_check.sh on a GPU machine that has only torch).
 """
 
 from __future__ import annotations
@@ -16,21 +20,21 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import SimpleITK as sitk
 
 from . import MODALITIES
 from .calibration import apply_output_map
 from .config import ModelConfig
 from .enhancement import gate_enhancement, subtraction_map
 from .errors import CancelledError, DeviceError, InputError, MissingModalityError
-from .imageio import check_image
 from .normalization import denormalize
 from .options import SynthesisOptions, autocast_dtype
-from .preprocessing import PreparedInputs, prepare_inputs
 from .registry import LoadedModel, auxiliary_model_for, load_model, resolve_device
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
     import torch
+
+    from .preprocessing import PreparedInputs
 
 #: Default slabs per forward pass. On CPU at least 2: with batch 1 PyTorch runs small fp32 3D
 #: convolutions on its slow native kernel instead of oneDNN (measured ~5x slower here).
@@ -64,6 +68,20 @@ class SynthesisResult:
     precision: str = "fp32"
     seconds: float = 0.0
     probability: sitk.Image | None = None
+
+
+@dataclass
+class ArrayResult:
+    """A prediction on a normalized working volume: the calibrated mean (D, H, W) in [0, 1], its TTA spread (before
+    calibration), where and how it ran, and the detection head's probability (D, H, W) where the model has one."""
+
+    prediction: np.ndarray
+    uncertainty: np.ndarray | None
+    notes: list[str]
+    device: str
+    precision: str
+    seconds: float
+    probability: np.ndarray | None = None
 
 
 def count_slabs(depth: int, slab_depth: int, overlap: float) -> int:
@@ -251,7 +269,8 @@ def _predict(
     while True:
         mark = progress.done
         try:
-            mean, std = predict_volume(_on_device(model, device), volume, options, device, precision, batch, progress.advance, cancel)
+            mean, std = predict_volume(_with_runtime(_on_device(model, device), precision, notes), volume, options, device, precision,
+                                       batch, progress.advance, cancel)
             return mean, std, device, precision
         except torch.cuda.OutOfMemoryError:
             if device.type != "cuda":
@@ -279,6 +298,17 @@ def _on_device(model: LoadedModel, device: "torch.device") -> LoadedModel:
     network.load_state_dict(model.network.state_dict())
     place_network(network.eval(), device)
     return replace(model, network=network)
+
+
+def _with_runtime(model: LoadedModel, precision: str, notes: list[str]) -> LoadedModel:
+    """``model`` with OpenVINO in place of PyTorch for fp32 on the CPU where OpenVINO is installed (noted), else as it is."""
+    from .networks import network_device
+    from .runtimes import openvino_network, openvino_usable
+
+    if precision != "fp32" or network_device(model.network).type != "cpu" or not openvino_usable(model):
+        return model
+    notes.append(f"{model.name}: fp32 on the CPU through OpenVINO (VIRTUALCONTRAST_ENGINE=torch for PyTorch alone)")
+    return replace(model, network=openvino_network(model))
 
 
 def _run_device(model: LoadedModel, auxiliaries: Mapping[str, LoadedModel], requested: str) -> "torch.device":
@@ -351,6 +381,41 @@ def load_auxiliaries(
     return loaded
 
 
+def synthesize_array(
+    model: LoadedModel,
+    volume: np.ndarray,
+    options: SynthesisOptions | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> ArrayResult:
+    """Synthesis on arrays, without images or files: ``model``'s calibrated prediction on a normalized volume.
+
+    ``volume`` is (C, D, H, W), channels in ``model.config.inputs`` order, 0 outside the brain, H and W
+    multiples of the network's in-plane multiple; it runs where ``model`` is, with the GPU out-of-memory
+    back-off of :func:`synthesize`.
+    """
+    from .networks import in_plane_multiple
+
+    start = time.perf_counter()
+    options = options or SynthesisOptions()
+    options.validate()
+    multiple = in_plane_multiple(model.config)
+    if volume.ndim != 4 or volume.shape[0] != len(model.config.inputs) or volume.shape[2] % multiple or volume.shape[3] % multiple:
+        raise InputError(f"model {model.name} needs a ({len(model.config.inputs)}, D, H, W) volume with H and W multiples of {multiple}, "
+                         f"not {volume.shape}")
+    device = _run_device(model, {}, options.device)
+    precision = resolve_precision(options.precision, device)
+    passes = len(TTA_FLIPS) if options.tta else 1
+    tracker = _Progress(progress, count_slabs(volume.shape[1], model.config.slab_depth, options.overlap) * passes)
+    notes: list[str] = []
+    mean, std, device, precision = _predict(model, np.asarray(volume, np.float32), options, device, precision, tracker, cancel, notes)
+    tracker.finish("synthesis done")
+    prediction = apply_output_map(np.clip(mean[0], 0.0, 1.0), model.config.output_map)
+    probability = 1.0 / (1.0 + np.exp(-mean[1].astype(np.float64))) if mean.shape[0] > 1 else None
+    return ArrayResult(prediction, None if std is None else std[0], notes, str(device), precision, time.perf_counter() - start,
+                       None if probability is None else probability.astype(np.float32))
+
+
 def synthesize(
     images: dict[str, sitk.Image],
     model: LoadedModel,
@@ -367,7 +432,9 @@ def synthesize(
     :func:`load_auxiliaries`). The caller's networks are never moved: a GPU out-of-memory fallback
     finishes on a CPU copy.
     """
+    from .imageio import check_image
     from .networks import in_plane_multiple
+    from .preprocessing import prepare_inputs
 
     start = time.perf_counter()
     options = options or SynthesisOptions()
@@ -427,6 +494,8 @@ def _auxiliary_input(
     min_overlap: float,
 ) -> np.ndarray:
     """The (C, D, H, W) input of an auxiliary model, re-prepared only if its normalization differs."""
+    from .preprocessing import prepare_inputs
+
     source = prepared.channels
     if aux.config.normalization != normalization:
         subset = {m: given[m] for m in aux.config.inputs}
@@ -438,6 +507,8 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
                  config: ModelConfig) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, sitk.Image | None]:
     """Clamp, calibrate, zero outside the brain, map back onto the T1 grid and into the T1's intensity window;
     with a detection channel, gate the CE-T1 and its map by the head's probability (:func:`gate_enhancement`)."""
+    import SimpleITK as sitk
+
     grid, inside, output_map = prepared.grid, prepared.working_mask, config.output_map
     clipped = np.clip(mean[0], 0.0, 1.0)
     std = None if std is None else std[0]

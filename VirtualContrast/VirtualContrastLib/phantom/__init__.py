@@ -5,6 +5,18 @@ with BraTS labels, brain mask and the [Gd] map; ``write_case`` stores it BraTS-s
 synthetic. No torch here.
 """
 
-from .generate import ADC_UNIT, FILE_SUFFIXES, PhantomCase, generate_case, write_case
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ADC_UNIT", "FILE_SUFFIXES", "PhantomCase", "generate_case", "write_case"]
+
+
+def __getattr__(name: str) -> Any:
+    """The generator's names, imported on first use: ``phantom.cli`` (and so ``virtual-contrast --help``, ``bench``)
+    must load where SimpleITK, which the generator needs, is not installed."""
+    if name in __all__:
+        from . import generate
+
+        return getattr(generate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
