@@ -109,7 +109,7 @@ def test_synthesize_array_is_the_slab_loop_clipped_and_calibrated():
     options = SynthesisOptions(device="cpu", precision="fp32")
     mean, _ = predict_volume(model, volume, options, CPU, "fp32", 2)
     result = synthesize_array(model, volume, options)
-    expected = np.interp(np.clip(mean, 0, 1), [0.0, 0.5, 1.0], [0.0, 0.8, 1.0])
+    expected = np.interp(np.clip(mean[0], 0, 1), [0.0, 0.5, 1.0], [0.0, 0.8, 1.0])
     np.testing.assert_allclose(result.prediction, expected, atol=1e-6)
     assert (result.device, result.precision, result.uncertainty) == ("cpu", "fp32", None)
     with pytest.raises(InputError, match="multiples of 4"):

@@ -27,6 +27,9 @@ def test_the_trainer_sets_an_indexed_cuda_device(monkeypatch, tmp_path, asked, l
         raise Stop
 
     monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    # A machine with 4 GPUs, as far as the device check can tell.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     with pytest.raises(Stop):
         Trainer(load_config("tiny"), tmp_path, device=asked, progress=False)
     assert given == [torch.device(expected)]
