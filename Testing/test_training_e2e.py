@@ -19,6 +19,7 @@ import torch
 from conftest import spread_outputs
 from model_training.__main__ import main
 from model_training.bundle import model_card
+from model_training.calibrate import fit_detection_threshold
 from model_training.evaluate import evaluate_checkpoints, true_subtraction
 from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
@@ -398,6 +399,17 @@ def test_a_residual_detection_model_trains_validates_and_is_evaluated_with_the_d
     assert {"val_enhancement_lesion_f1", "val_enhancement_auc_brain", "val_brain_identity_psnr", "val_brain_sharpness"} <= set(log[-1])
     best = load_checkpoint(run / "best.pt")
     assert best.config.arch_kwargs["detection"] and best.training["best"]["metric"] == "clinical"
+
+    # The detection threshold is fitted on training cases only and travels in the exported checkpoint.
+    assert main(["fit-detection", str(run), "--data", str(caches["train"]), "--quiet"]) == 0
+    record = json.loads((run / "detection_threshold.json").read_text(encoding="utf-8"))
+    assert record["cases"] == [json.loads((caches["train"] / "index.json").read_text(encoding="utf-8"))["prepared"][0]["case"]]
+    assert main(["export", str(run), "--out", str(tmp_path / "resdet.pt")]) == 0
+    assert load_checkpoint(tmp_path / "resdet.pt").config.detection_threshold == record["threshold"]
+    plain = tmp_path / "plain"
+    assert main(["train", "tiny", "--out", str(plain), "--quiet", "--stop-after-epoch", "1", *_overrides(caches)]) == 0
+    with pytest.raises(InputError, match="no detection head"):
+        fit_detection_threshold(plain, caches["train"])
 
     results = tmp_path / "results"
     assert main(["evaluate", str(run / "best.pt"), "--labels", "resdet", "--data", str(caches["test"]), "--out", str(results),

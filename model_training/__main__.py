@@ -129,6 +129,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_detection(args: argparse.Namespace) -> int:
+    """Fit a detection model's probability threshold on the training cases of a prepared cache."""
+    from .calibrate import THRESHOLD_NAME, fit_detection_threshold
+
+    record = fit_detection_threshold(args.run, args.data, args.device, args.max_cases,
+                                     progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
+    print(f"detection threshold {record['threshold']} (mean lesion F1 {record['mean_lesion_f1'][record['threshold']]:.3f}) from "
+          f"{len(record['cases'])} training cases in {record['seconds']:.0f} s; written to {args.run / THRESHOLD_NAME} "
+          "(export and bundle put it into the checkpoint)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's best model as an engine checkpoint."""
     from .export import export_run
@@ -253,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-case progress")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("fit-detection", help="fit a detection model's probability threshold on training cases (detection_threshold.json in the run)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--data", required=True, type=Path, help="prepared training cache folder with labels (cases of other splits are left out)")
+    p.add_argument("--max-cases", type=int, help="only the first N labelled training cases (default: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no per-case progress")
+    p.set_defaults(func=cmd_fit_detection)
 
     p = sub.add_parser("export", help="export a run's best model as an engine checkpoint")
     p.add_argument("run", type=Path, help="run folder")

@@ -187,6 +187,13 @@ def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto
                     overlap: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The engine's synthetic CE-T1 and enhancement map for a cached case (slab ``overlap``: the engine's default),
     as arrays on the case grid."""
+    result = synthesis_of_case(model, case, device, tta, overlap)
+    return sitk.GetArrayFromImage(result.synthetic), sitk.GetArrayFromImage(result.subtraction)
+
+
+def synthesis_of_case(model: Any, case: dict[str, np.ndarray], device: str = "auto", tta: bool = False,
+                      overlap: float | None = None) -> Any:
+    """The engine's :class:`~VirtualContrastLib.synthesis.SynthesisResult` for a cached case, as a user would run it."""
     from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
     grid = {key: case[key] for key in ("spacing", "origin", "direction")}
@@ -196,8 +203,7 @@ def synthesize_case(model: Any, case: dict[str, np.ndarray], device: str = "auto
     images = {m: image_from_array(case[f"raw_{m}"], grid) for m in model.config.inputs}
     mask = image_from_array(case["mask"], grid)
     options = SynthesisOptions(device=str(device), tta=tta, **({} if overlap is None else {"overlap": overlap}))
-    result = synthesize(images, model, brain_mask=mask, options=options)
-    return sitk.GetArrayFromImage(result.synthetic), sitk.GetArrayFromImage(result.subtraction)
+    return synthesize(images, model, brain_mask=mask, options=options)
 
 
 def evaluate_network(network: Any, config: ModelConfig, cache_dir: str | Path, case_ids: Sequence[str],

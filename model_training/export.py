@@ -12,7 +12,7 @@ from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
 
-from .calibrate import load_run_map
+from .calibrate import load_run_map, load_run_threshold
 from .train import BEST_NAME, STATE_NAME
 
 
@@ -22,7 +22,7 @@ def exported_checkpoint(run_dir: str | Path, output_map: bool = True) -> tuple[M
     The summary keeps what ``best.pt`` recorded (data and seeds, schedule, config, hardware) and
     adds the finished run's history and wall time from ``state.pt``; the config gets the run's output
     map when ``calibrate`` fitted one on these weights, unless ``output_map`` is False (a selection rule
-    may prefer the network's own output).
+    may prefer the network's own output), and the detection threshold that ``fit-detection`` fitted on them.
     """
     run_dir = Path(run_dir)
     best_path = run_dir / BEST_NAME
@@ -35,6 +35,9 @@ def exported_checkpoint(run_dir: str | Path, output_map: bool = True) -> tuple[M
     if run_map is not None:
         config = dataclasses.replace(config, output_map={k: run_map[k] for k in ("source", "target")})
         summary["calibration"] = {"cases": run_map["cases"], "cache": run_map["cache"]}
+    threshold = load_run_threshold(run_dir, best.sha256)
+    if threshold is not None:
+        config = dataclasses.replace(config, detection_threshold=threshold)
     if (run_dir / STATE_NAME).is_file():
         state = load_checkpoint(run_dir / STATE_NAME).training
         summary.update({"history": state.get("history", []), "wall_time_s": round(float(state.get("wall_time_s", 0.0)), 1),
