@@ -177,15 +177,19 @@ def test_clinical_selection_needs_lesions_found_and_the_identity_floor() -> None
     assert selection_score({k: v for k, v in row.items() if k != "val_brain_identity_psnr"}, "clinical") is None
 
 
+def _seeded(tmp_path: Path, source: ModelConfig, config: ModelConfig) -> tuple[dict, dict]:
+    """State dicts of a network built from ``config`` and seeded from a saved random ``source`` network, and of that source."""
+    network = build_network(source)
+    save_checkpoint(tmp_path / "source.pt", source, network.state_dict())
+    seeded = build_network(config)
+    initialize_from(seeded, config, str(tmp_path / "source.pt"))
+    return seeded.state_dict(), network.state_dict()
+
+
 def test_a_plain_model_seeds_every_tensor_but_the_new_heads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     plain = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"])
-    source = build_network(plain)
-    save_checkpoint(tmp_path / "plain.pt", plain, source.state_dict())
-    config = ModelConfig(arch_kwargs=NEW, inputs=["t1", "t2"])
-    network = build_network(config)
-    initialize_from(network, config, str(tmp_path / "plain.pt"))
-    ours, theirs = network.state_dict(), source.state_dict()
+    ours, theirs = _seeded(tmp_path, plain, ModelConfig(arch_kwargs=NEW, inputs=["t1", "t2"]))
     for name in ours:
         if name.startswith("head.1."):
             assert ours[name].shape[0] == 2
@@ -264,12 +268,7 @@ def test_robustness_perturbations_change_only_the_model_inputs() -> None:
 def test_a_model_with_fewer_inputs_takes_the_stems_of_its_modalities(tmp_path: Path) -> None:
     torch.manual_seed(0)
     three = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2", "flair"])
-    source = build_network(three)
-    save_checkpoint(tmp_path / "three.pt", three, source.state_dict())
-    config = ModelConfig(arch_kwargs=NEW, inputs=["t1", "flair"])
-    network = build_network(config)
-    initialize_from(network, config, str(tmp_path / "three.pt"))
-    ours, theirs = network.state_dict(), source.state_dict()
+    ours, theirs = _seeded(tmp_path, three, ModelConfig(arch_kwargs=NEW, inputs=["t1", "flair"]))
     for name in ours:
         if name.startswith("stems.1."):
             assert torch.equal(ours[name], theirs[name.replace("stems.1.", "stems.2.")])  # FLAIR's stem, not T2's
@@ -277,5 +276,4 @@ def test_a_model_with_fewer_inputs_takes_the_stems_of_its_modalities(tmp_path: P
     assert ours[first].shape[1] == 8 and theirs[first].shape[1] == 12
     assert torch.equal(ours[first], torch.cat([theirs[first][:, :4], theirs[first][:, 8:]], dim=1))
     with pytest.raises(VirtualContrastError, match="cannot initialize"):
-        initialize_from(build_network(ModelConfig(arch_kwargs=NEW, inputs=["t1", "adc"])), ModelConfig(arch_kwargs=NEW, inputs=["t1", "adc"]),
-                        str(tmp_path / "three.pt"))
+        _seeded(tmp_path, three, ModelConfig(arch_kwargs=NEW, inputs=["t1", "adc"]))

@@ -121,23 +121,23 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
     return record
 
 
-def load_run_threshold(run_dir: str | Path, best_sha256: str) -> float | None:
-    """The detection threshold recorded in ``run_dir`` (None if none); refuse one fitted on other weights."""
-    path = Path(run_dir) / THRESHOLD_NAME
+def _run_record(run_dir: str | Path, name: str, best_sha256: str, command: str) -> dict[str, Any] | None:
+    """The JSON record ``name`` in ``run_dir`` (None if absent); refuse one fitted on other weights than ``best.pt``."""
+    path = Path(run_dir) / name
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
     if record.get("checkpoint_sha256") != best_sha256:
-        raise InputError(f"{path} was fitted on other weights than {BEST_NAME} (training went on since): run 'fit-detection' again")
-    return float(record["threshold"])
+        raise InputError(f"{path} was fitted on other weights than {BEST_NAME} (training went on since): run '{command}' again")
+    return record
+
+
+def load_run_threshold(run_dir: str | Path, best_sha256: str) -> float | None:
+    """The detection threshold recorded in ``run_dir`` (None if none); refuse one fitted on other weights."""
+    record = _run_record(run_dir, THRESHOLD_NAME, best_sha256, "fit-detection")
+    return None if record is None else float(record["threshold"])
 
 
 def load_run_map(run_dir: str | Path, best_sha256: str) -> dict[str, Any] | None:
     """The output map recorded in ``run_dir`` (None if it has none); refuse one fitted on other weights."""
-    path = Path(run_dir) / MAP_NAME
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("checkpoint_sha256") != best_sha256:
-        raise InputError(f"{path} was fitted on other weights than {BEST_NAME} (training went on since): run 'calibrate' again")
-    return record
+    return _run_record(run_dir, MAP_NAME, best_sha256, "calibrate")
