@@ -47,7 +47,15 @@ if [[ $steps == *" calibrate "* ]]; then
   virtual-contrast-train calibrate "$run5" --data "$work/cache/train"
 fi
 
+# The residual + detection run's detection threshold, on 8 labelled training cases (RUN/detection_threshold.json).
+[[ $steps != *" calibrate "* ]] || virtual-contrast-train fit-detection "$rundet" --data "$work/cache/train" --max-cases 8
+
 if [[ $steps == *" evaluate "* ]]; then
+  # The residual + detection run (its rule's gate: not passed, so not bundled) against round 5 and the three floors.
+  virtual-contrast-train export "$rundet" --out "$work/brats_flair_resdet.pt" --overwrite
+  virtual-contrast-train evaluate "$work/brats_flair_resdet.pt" vc-hrfcn16-t1-t2-flair-brats18 \
+    --labels "residual+detection,round 5 (bundled)" --data "$work/cache/val" --table E --out "$results/val_E_resdet" \
+    --device cpu --no-montage --detection-floor "$work/cache/train"
   # The 8 val cases (the set the checkpoints were selected on): round 5 with and without its output map (the
   # rule ships the higher mean of brain and enhancing-tumour PSNR: on our run, without), round 2 calibrated
   # (the best before round 5) and the phantom-trained model they started from.
