@@ -109,3 +109,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run Testing/gpu_check.sh on one)")
     for item in marked:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene (slicer-core) installed as ``slicer.mrmlScene``, with the subject hierarchy the application always has."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    yield scene
+    scene.Clear(1)

@@ -100,16 +100,6 @@ def test_tags_are_read_through_the_instance_uids_the_dicom_loader_stores(scene):
 # -- real MRML: study identity and auto-assignment -----------------------------------------------------------------
 
 
-@pytest.fixture
-def scene():
-    """A fresh MRML scene installed as ``slicer.mrmlScene``, with its subject hierarchy."""
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    yield scene
-    scene.Clear(1)
-
-
 def _volume(name: str):
     array = np.random.default_rng(len(name)).random((6, 8, 8)).astype(np.float32)
     return slicer.util.addVolumeFromArray(array, np.diag([2.0, 2.0, 2.0, 1.0]), name=name)

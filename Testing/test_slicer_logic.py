@@ -33,16 +33,6 @@ from VirtualContrastSlicerLib.volumes import (  # noqa: E402
 )
 
 
-@pytest.fixture
-def scene():
-    """A fresh MRML scene installed as ``slicer.mrmlScene``, with the subject hierarchy the application always has."""
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    yield scene
-    scene.Clear(1)
-
-
 def _rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
     axis = axis / np.linalg.norm(axis)
     angle = np.radians(degrees)
