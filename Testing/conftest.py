@@ -42,6 +42,12 @@ def head(shape=(14, 24, 20), spacing=(2.0, 2.0, 3.5), origin=(-20.0, -24.0, -24.
     return image
 
 
+def ball(shape: tuple[int, ...], centre: tuple[int, ...], radius: float) -> np.ndarray:
+    """Boolean ball of ``radius`` voxels around ``centre`` in an array of ``shape``."""
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+
+
 def tiny_checkpoint(path: Path, inputs: list[str], architecture: str = "hrfcn", seed: int = 0, target: str = "t1c") -> str:
     """Save a random width-4 network predicting ``target`` from ``inputs`` as a checkpoint; returns its SHA-256."""
     torch.manual_seed(seed)

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from conftest import head
+from conftest import ball, head
 from model_training.detection_floor import fit_detection_floor, floor_map
 from model_training.losses import VirtualContrastLoss, detection_loss
 from model_training.sampling import SamplingOptions, SlabDataset, detection_target, robust_augment
@@ -58,18 +58,13 @@ def test_bad_head_options_are_user_errors(arch_kwargs: dict, architecture: str) 
         build_network(ModelConfig(architecture=architecture, arch_kwargs=arch_kwargs, inputs=["t1"]))
 
 
-def _ball(shape: tuple[int, ...], centre: tuple[int, ...], radius: float) -> np.ndarray:
-    grid = np.indices(shape)
-    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
-
-
 def test_the_gate_shows_enhancement_only_where_the_head_says_so_and_image_and_map_agree() -> None:
     rng = np.random.default_rng(0)
     shape = (24, 40, 40)
-    brain = _ball(shape, (12, 20, 20), 18)
+    brain = ball(shape, (12, 20, 20), 18)
     t1 = np.where(brain, 100 + 10 * rng.standard_normal(shape), 0).astype(np.float32)
     ce = 1.2 * t1
-    kept, dropped = _ball(shape, (12, 12, 20), 4), _ball(shape, (12, 28, 20), 4)
+    kept, dropped = ball(shape, (12, 12, 20), 4), ball(shape, (12, 28, 20), 4)
     ce[kept | dropped] += 80
     probability = np.where(kept, 0.9, 0.1).astype(np.float32)
     gated, shown = gate_enhancement(ce, t1, brain, probability, 0.5)
@@ -92,12 +87,12 @@ def test_voxel_auc_lesion_f1_and_sharpness_follow_their_definitions() -> None:
     shape = (20, 48, 48)
     brain = np.ones(shape, bool)
     seg = np.zeros(shape, np.int16)
-    lesions = [_ball(shape, (10, 12, 12), 4), _ball(shape, (10, 36, 36), 4)]
+    lesions = [ball(shape, (10, 12, 12), 4), ball(shape, (10, 36, 36), 4)]
     seg[lesions[0] | lesions[1]] = 3
-    seg[_ball(shape, (10, 12, 36), 4)] = 1  # necrosis: tumour that does not enhance
+    seg[ball(shape, (10, 12, 36), 4)] = 1  # necrosis: tumour that does not enhance
     the_map = np.zeros(shape, np.float32)
     the_map[lesions[0]] = 0.3  # one lesion found, one missed
-    the_map[_ball(shape, (10, 36, 12), 3.5)] = 0.3  # a false blob far from the tumour
+    the_map[ball(shape, (10, 36, 12), 3.5)] = 0.3  # a false blob far from the tumour
     result = enhancement_metrics(the_map, np.zeros(shape, np.float32), seg, brain)
     assert (result["lesions"], result["lesions_detected"], result["false_blobs"]) == (2, 1, 1)
     assert result["lesion_f1"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
@@ -129,7 +124,7 @@ def test_detection_loss_rewards_the_right_voxels_and_enters_the_total() -> None:
 def _case(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     shape = (10, 32, 32)
-    mask = _ball(shape, (5, 16, 16), 14).astype(np.uint8)
+    mask = ball(shape, (5, 16, 16), 14).astype(np.uint8)
     t1 = np.where(mask, rng.uniform(0.3, 0.6, shape), 0).astype(np.float32)
     t1c = t1.copy()
     labels = np.zeros(shape, np.int16)

@@ -358,3 +358,14 @@ def test_batch_rerun_skips_complete_cases_and_redoes_the_rest(workspace, capsys)
     redone = outputs["a"].stat().st_mtime_ns
     assert main([*run, "--overlap", "0.5", "--redo"]) == 0
     assert "skipped" not in capsys.readouterr().out and outputs["a"].stat().st_mtime_ns != redone
+
+
+def test_bench_adds_the_enhancement_detector_to_the_time_per_volume():
+    from VirtualContrastLib.bench import benchmark, markdown_table
+
+    arch = {"channels": [4, 8], "strides": [2], "num_res_units": 0, "patch": [64, 128, 128]}
+    result = benchmark(4, slabs=1, device="cpu", precision="fp32", batch_size=2, detector=arch)
+    assert result["detector_seconds_per_volume"] > 0
+    assert result["seconds_per_volume"] == pytest.approx(result["seconds_per_slab"] * result["slabs_per_volume"]
+                                                         + result["detector_seconds_per_volume"])
+    assert "| enhancement detector seconds per volume |" in markdown_table(result)

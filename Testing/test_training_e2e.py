@@ -423,3 +423,43 @@ def test_a_residual_detection_model_trains_validates_and_is_evaluated_with_the_d
     assert main(["evaluate", str(run / "best.pt"), "--labels", "resdet", "--data", str(caches["test"]), "--out", str(tmp_path / "bias"),
                  "--table", "E", "--device", "cpu", "--no-montage", "--perturb", "bias"]) == 0
     assert "inputs perturbed: bias" in (tmp_path / "bias" / "table_E.md").read_text(encoding="utf-8")
+
+
+def test_detector_trains_resumes_and_ships_inside_a_synthesis_model(caches: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import tiny_checkpoint
+
+    run = tmp_path / "detector"
+    args = ["train-detector", "--data", str(caches["train"]), "--val", str(caches["val"]), "--out", str(run), "--inputs", "t1,t2,adc",
+            "--quiet", "--every", "2"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "2"]) == 2  # an existing run is not overwritten without --resume
+    assert main([*args, "--steps", "4", "--resume"]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in log] == [2, 4]
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == 4
+    # The rule: a checkpoint that finds no lesion is never selected.
+    assert (run / "best.pt").exists() == any(r["lesions_detected"] > 0 for r in log)
+    if not (run / "best.pt").exists():  # select the last state by hand, to carry the pipeline on
+        state = torch.load(run / "state.pt", weights_only=True)
+        torch.save({"arch": state["arch"], "inputs": state["inputs"], "record": log[-1], "state_dict": state["network"]}, run / "best.pt")
+
+    synthesis = tmp_path / "synthesis.pt"
+    tiny_checkpoint(synthesis, ["t1", "t2", "adc"])
+    combined = tmp_path / "combined"
+    assert main(["attach-detector", str(synthesis), str(run), "--out", str(combined)]) == 0
+    assert main(["attach-detector", str(synthesis), str(run), "--out", str(combined)]) == 2  # no silent overwrite
+    assert main(["fit-detection", str(combined), "--data", str(caches["train"]), "--quiet"]) == 0
+    record = json.loads((combined / "detection_threshold.json").read_text(encoding="utf-8"))
+    curve = record["curve"]
+    assert curve["enhancement"] == sorted(curve["enhancement"]) and min(curve["enhancement"]) >= 0
+    assert main(["export", str(combined), "--out", str(tmp_path / "shipped.pt")]) == 0
+    shipped = load_checkpoint(tmp_path / "shipped.pt")
+    assert shipped.config.detector["curve"] == curve and shipped.config.detection_threshold == record["threshold"]
+    assert shipped.training["detector"]["run"] == str(run)
+    card = model_card("det", "d", shipped.training, shipped.config.to_dict(), None, None)
+    assert "## Enhancement detector" in card and f">= {record['threshold']:g}" in card
+    case = load_case(caches["test"], json.loads((caches["test"] / "index.json").read_text(encoding="utf-8"))["prepared"][0]["case"])
+    grid = {key: case[key] for key in ("spacing", "origin", "direction")}
+    images = {m: image_from_array(case[f"raw_{m}"], grid) for m in ("t1", "t2", "adc")}
+    result = synthesize(images, load_model(tmp_path / "shipped.pt", device="cpu"), options=SynthesisOptions(device="cpu"))
+    assert result.probability is not None and result.probability.GetSize() == images["t1"].GetSize()

@@ -141,6 +141,30 @@ def cmd_fit_detection(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    """Train (or resume) an enhancement detector run on labelled prepared caches."""
+    from .detector import BEST_NAME, train_detector
+
+    best = train_detector(args.data, args.val, args.out, args.steps, parse_modalities(args.inputs), every=args.every,
+                          batch=args.batch, lr=args.lr, resume=args.resume, max_val_cases=args.max_val_cases,
+                          augmentation=not args.no_augmentation,
+                          progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
+    if "step" not in best:
+        print(f"no validation has found an enhancing lesion yet, so nothing is selected (no {args.out / BEST_NAME}); train longer")
+        return 0
+    print(f"best detector: step {best['step']} (score {best['score']:.3f}) in {args.out / BEST_NAME}")
+    return 0
+
+
+def cmd_attach_detector(args: argparse.Namespace) -> int:
+    """Put a trained detector into a synthesis model's checkpoint, as a new run folder."""
+    from .detector import attach_detector
+
+    path = attach_detector(args.synthesis, args.detector_run, args.out, args.overwrite)
+    print(f"wrote {path}; next: fit-detection {args.out} --data TRAIN_CACHE, then evaluate, export or bundle it")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's best model as an engine checkpoint."""
     from .export import export_run
@@ -273,6 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-case progress")
     p.set_defaults(func=cmd_fit_detection)
+
+    p = sub.add_parser("train-detector", help="train the enhancement detector (3D U-Net on the enhancing label) on labelled caches")
+    p.add_argument("--data", required=True, type=Path, help="prepared training cache with labels")
+    p.add_argument("--val", required=True, type=Path, help="prepared validation cache with labels and CE-T1 (selection)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (state.pt, best.pt, log.jsonl)")
+    p.add_argument("--inputs", default="t1,t2,flair", help="input modalities, comma-separated, T1 first")
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps in all (the learning rate decays over them)")
+    p.add_argument("--every", type=int, default=250, help="validate and save every N steps")
+    p.add_argument("--batch", type=int, default=2, help="cubes per step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-val-cases", type=int, help="validate on the first N val cases only")
+    p.add_argument("--no-augmentation", action="store_true", help="flips only: no bias field, gamma, noise or blur (ablation)")
+    p.add_argument("--resume", action="store_true", help="go on from the run's state.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_train_detector)
+
+    p = sub.add_parser("attach-detector", help="put a trained detector into a synthesis model (new run folder)")
+    p.add_argument("synthesis", help="bundled model name or checkpoint file of the synthesis model")
+    p.add_argument("detector_run", type=Path, help="train-detector run folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder to write (best.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace the folder's best.pt")
+    p.set_defaults(func=cmd_attach_detector)
 
     p = sub.add_parser("export", help="export a run's best model as an engine checkpoint")
     p.add_argument("run", type=Path, help="run folder")

@@ -64,6 +64,29 @@ def _metric_lines(best: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _detector_lines(config: dict[str, Any], training: dict[str, Any]) -> list[str]:
+    """The model card's section on the enhancement detector, where the model has one."""
+    detector = config.get("detector")
+    if not detector:
+        return []
+    record = training.get("detector", {}).get("validation", {})
+    curve = detector.get("curve")
+    lines = [
+        "## Enhancement detector",
+        f"- a 3D U-Net (`VirtualContrastLib.networks.detector`, options {detector.get('arch') or 'default'}) trained on the "
+        "enhancing-tumour label alone (`virtual-contrast-train train-detector`); it decides where the CE-T1 enhances",
+        f"- shown as enhancing where its probability is >= {config['detection_threshold']:g}"
+        + (f"; there the CE-T1 is raised at least to the mean true enhancement of the training cases at that probability "
+           f"(a curve of {len(curve['probability'])} points, up to {max(curve['enhancement']):.3f})" if curve else "")
+        + " (`virtual-contrast-train fit-detection`, training cases only)",
+    ]
+    if record:
+        lines.append(f"- selected at step {record.get('step', '?')} on the validation cases: lesion F1 {record.get('lesion_f1', float('nan')):.3f}, "
+                     f"AUC enhancing tumour vs brain {record.get('auc_brain', float('nan')):.3f}, "
+                     f"vs rest of tumour {record.get('auc_tumour', float('nan')):.3f} (its own map, p > 0.5)")
+    return [*lines, ""]
+
+
 def model_card(name: str, description: str, training: dict[str, Any], config: dict[str, Any], cpu_seconds: float | None,
                evaluation: str | None, training_data: str = "phantom", half: bool = True) -> str:
     """The Markdown model card of a bundled model."""
@@ -101,6 +124,7 @@ def model_card(name: str, description: str, training: dict[str, Any], config: di
         "## Validation (VC-Eval-1, best epoch)",
         *_metric_lines(training.get("best")),
         "",
+        *_detector_lines(config, training),
     ]
     if evaluation:
         lines += ["## Evaluation", "", evaluation.strip(), ""]
@@ -136,9 +160,10 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
     index_path = models_dir / "models.json"
     index = _read_index(index_path)
     names = [e.get("name") if isinstance(e, dict) else None for e in index["models"]]
-    # Re-bundling keeps the entry's place: models.json order breaks ties when the default model is chosen.
+    # Re-bundling keeps the entry's place (models.json order breaks ties when the default model is chosen) and
+    # the fields bundle does not write (preprocessing).
     if name in names:
-        index["models"][names.index(name)] = entry
+        index["models"][names.index(name)] = {**index["models"][names.index(name)], **entry}
     else:
         index["models"].append(entry)
     write_file(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
@@ -148,11 +173,13 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
 def measure_cpu_seconds(run_dir: str | Path, repeats: int = 3) -> float:
     """Median seconds per 192×256×192 volume of the run's architecture on this CPU (``virtual-contrast bench``).
 
-    The median of several runs, because one run on a shared 2-core machine varied by half (26 to 41 s).
+    The median of several runs, because one run on a shared 2-core machine varied by half (26 to 41 s). A model
+    with a detector counts it too (over the whole volume).
     """
     from VirtualContrastLib.bench import benchmark
 
     config = load_checkpoint(Path(run_dir) / "best.pt").config
-    runs = [benchmark(int(config.arch_kwargs["width"]), config.architecture, len(config.inputs), device="cpu", slabs=8)
+    detector = None if config.detector is None else config.detector.get("arch", {})
+    runs = [benchmark(int(config.arch_kwargs["width"]), config.architecture, len(config.inputs), device="cpu", slabs=8, detector=detector)
             for _ in range(repeats)]
     return float(statistics.median(r["seconds_per_volume"] for r in runs))

@@ -35,9 +35,11 @@ def exported_checkpoint(run_dir: str | Path, output_map: bool = True) -> tuple[M
     if run_map is not None:
         config = dataclasses.replace(config, output_map={k: run_map[k] for k in ("source", "target")})
         summary["calibration"] = {"cases": run_map["cases"], "cache": run_map["cache"]}
-    threshold = load_run_threshold(run_dir, best.sha256)
-    if threshold is not None:
-        config = dataclasses.replace(config, detection_threshold=threshold)
+    fitted = load_run_threshold(run_dir, best.sha256)
+    if fitted is not None:
+        threshold, curve = fitted
+        detector = config.detector if curve is None or config.detector is None else {**config.detector, "curve": curve}
+        config = dataclasses.replace(config, detection_threshold=threshold, detector=detector)
     if (run_dir / STATE_NAME).is_file():
         state = load_checkpoint(run_dir / STATE_NAME).training
         summary.update({"history": state.get("history", []), "wall_time_s": round(float(state.get("wall_time_s", 0.0)), 1),

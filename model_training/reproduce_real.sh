@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild the bundled real-data T1+T2+FLAIR models and their validation tables from the 42 BraTS 2018 cases
 # of the project's manifest (model_training/data/brats2018_manifest.tsv): extract -> prepare (train and val
-# splits) -> train (round 2, round 5 from it, then the residual + detection model from round 5) -> calibrate ->
-# evaluate -> bundle.
+# splits) -> train (round 2, round 5 from it, the residual + detection model from round 5, the enhancement
+# detector and its ablation without intensity augmentation) -> calibrate (round 5 + the detector as one model)
+# -> evaluate -> bundle.
 # usage (from the repository root; DEEPBRAINSEG and BIOEXP are clones of https://github.com/koriavinash1/DeepBrainSeg
 # and https://github.com/koriavinash1/BioExp, or their bare git folders):
 #   bash model_training/reproduce_real.sh WORKDIR DEEPBRAINSEG BIOEXP
@@ -16,6 +17,9 @@ results="$repo/model_training/results/real"
 run="$work/runs/brats_flair"          # round 2: fine-tuned from the phantom-trained FLAIR model
 run5="$work/runs/brats_flair_round5"  # round 5: round 2's selected weights + the histogram term
 rundet="$work/runs/brats_flair_resdet" # residual CE-T1 + detection head, from round 5's weights
+detector="$work/runs/detector"        # the enhancement detector (3D U-Net on the enhancing label)
+noaug="$work/runs/detector_noaug"     # its ablation: flips only
+combined="$work/runs/brats_flair_detector" # round 5's synthesis network with the detector inside
 mkdir -p "$work"
 
 [[ $steps != *" extract "* ]] || virtual-contrast-train get-brats2018 "$work/brats" "$dbs" "$bioexp" --quiet
@@ -38,6 +42,13 @@ if [[ $steps == *" train "* ]]; then
   # The config's init names the bundled round 5 model; round 5's best.pt holds the same weights.
   resume=(); [[ -f $rundet/state.pt ]] && resume=(--resume)
   virtual-contrast-train train brats_flair_resdet --out "$rundet" --set "init=$run5/best.pt" "${data[@]}" "${resume[@]}"
+  # 3,500 steps of 2 cubes of 96 mm, validated (and resumable) every 500; the ablation differs only by --no-augmentation.
+  for det in "$detector" "$noaug"; do
+    resume=(); [[ -f $det/state.pt ]] && resume=(--resume)
+    extra=(); [[ $det == "$noaug" ]] && extra=(--no-augmentation)
+    virtual-contrast-train train-detector --data "$work/cache/train" --val "$work/cache/val" --out "$det" --steps 3500 \
+      --every 500 "${extra[@]}" "${resume[@]}"
+  done
 fi
 
 # The output calibrations, fitted on the 34 training cases only (RUN/output_map.json; export ships it unless
@@ -47,10 +58,23 @@ if [[ $steps == *" calibrate "* ]]; then
   virtual-contrast-train calibrate "$run5" --data "$work/cache/train"
 fi
 
-# The residual + detection run's detection threshold, on 8 labelled training cases (RUN/detection_threshold.json).
-[[ $steps != *" calibrate "* ]] || virtual-contrast-train fit-detection "$rundet" --data "$work/cache/train" --max-cases 8
+# The residual + detection run's detection threshold, on 8 labelled training cases (RUN/detection_threshold.json);
+# round 5 with the detector inside, its threshold and enhancement curve on all 34 training cases.
+if [[ $steps == *" calibrate "* ]]; then
+  virtual-contrast-train fit-detection "$rundet" --data "$work/cache/train" --max-cases 8
+  virtual-contrast-train attach-detector "$run5/best.pt" "$detector" --out "$combined" --overwrite
+  virtual-contrast-train fit-detection "$combined" --data "$work/cache/train"
+fi
 
 if [[ $steps == *" evaluate "* ]]; then
+  # Round 5 + detector against round 5 alone and the three floors, then on re-rendered inputs.
+  virtual-contrast-train export "$combined" --out "$work/brats_flair_detector.pt" --overwrite
+  virtual-contrast-train evaluate "$work/brats_flair_detector.pt" "$run5/best.pt" --labels "round 5 + detector,round 5" \
+    --data "$work/cache/val" --table E --out "$results/val_E_detector" --device cpu --no-montage --detection-floor "$work/cache/train"
+  for perturbation in bias thick; do
+    virtual-contrast-train evaluate "$work/brats_flair_detector.pt" "$run5/best.pt" --labels "round 5 + detector,round 5" \
+      --data "$work/cache/val" --table E --out "$results/val_E_detector_$perturbation" --device cpu --no-montage --perturb "$perturbation"
+  done
   # The residual + detection run (its rule's gate: not passed, so not bundled) against round 5 and the three floors.
   virtual-contrast-train export "$rundet" --out "$work/brats_flair_resdet.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_flair_resdet.pt" vc-hrfcn16-t1-t2-flair-brats18 \

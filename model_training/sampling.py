@@ -188,16 +188,18 @@ def detection_target(case: dict[str, np.ndarray], target: str = "t1c") -> np.nda
     return ((labels == ENHANCING_LABEL) | ((labels == 0) & (true_map > ENHANCEMENT_THRESHOLD))).astype(np.uint8)
 
 
-def robust_augment(inputs: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """MONAI's random bias field, gamma, Gaussian noise and in-plane blur, drawn anew for each input channel (C, D, H, W)."""
+def robust_augment(inputs: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                   depth_sigma: tuple[float, float] = (0.0, 0.0), plane_sigma: tuple[float, float] = (0.25, 1.25)) -> np.ndarray:
+    """MONAI's random bias field, gamma, Gaussian noise and blur (Gaussian σ in voxels drawn from ``depth_sigma`` along
+    the depth axis, from ``plane_sigma`` in-plane), drawn anew for each input channel (C, D, H, W)."""
     from monai.transforms import Compose, RandAdjustContrast, RandBiasField, RandGaussianNoise, RandGaussianSmooth
 
     transform = Compose([
         RandBiasField(degree=3, coeff_range=(0.0, 0.3), prob=0.5),
         RandAdjustContrast(gamma=(0.7, 1.5), prob=0.5),
         RandGaussianNoise(std=0.03, prob=0.3),
-        # In-plane blur only: the slab's 3 slices are too few to blur across.
-        RandGaussianSmooth(sigma_x=(0.0, 0.0), sigma_y=(0.25, 1.25), sigma_z=(0.25, 1.25), prob=0.3),
+        # In-plane blur only by default: a slab's 3 slices are too few to blur across.
+        RandGaussianSmooth(sigma_x=depth_sigma, sigma_y=plane_sigma, sigma_z=plane_sigma, prob=0.3),
     ])
     transform.set_random_state(seed=int(rng.integers(2**31)))
     out = inputs.copy()

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=None, help="slabs per forward pass (default: the engine's)")
     parser.add_argument("--slabs", type=int, default=4, help="slabs to time (default 4)")
+    parser.add_argument("--detector", action="store_true",
+                        help="also time the enhancement detector (default options) over the whole volume, and add it per volume")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.set_defaults(func=run)
 
@@ -86,6 +88,23 @@ def _peak_memory_mb(device: Any) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
+def _time_detector(arch: dict[str, Any], n_inputs: int, device: Any, precision: str) -> float:
+    """Seconds of the enhancement detector over a whole random reference volume (after one warm-up cube)."""
+    import numpy as np
+
+    from .networks.detector import build_detector, detect_volume, patch_size
+    from .options import autocast_dtype
+
+    network = build_detector(n_inputs, arch).eval().to(device)
+    dtype = autocast_dtype(precision)
+    rng = np.random.default_rng(2)
+    detect_volume(network, rng.random((n_inputs, *patch_size(arch)), dtype=np.float32), arch, device, dtype)
+    volume = rng.random((n_inputs, *VOLUME_SHAPE), dtype=np.float32)
+    start = time.perf_counter()
+    detect_volume(network, volume, arch, device, dtype)
+    return time.perf_counter() - start
+
+
 def _time_reference_conv(device: Any, precision: str, batch: int, repeats: int = 3) -> tuple[float, int]:
     """Seconds per slab and FLOPs per slab of one 64->64 3x3x3 Conv3d on a 3x256x192 slab."""
     import torch
@@ -114,8 +133,9 @@ def _time_reference_conv(device: Any, precision: str, batch: int, repeats: int =
 
 
 def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str = "auto", precision: str = "auto",
-              batch_size: int | None = None, slabs: int = 4) -> dict[str, Any]:
-    """Run the benchmark and return its measurements (see the module docstring)."""
+              batch_size: int | None = None, slabs: int = 4, detector: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the benchmark and return its measurements (see the module docstring); with ``detector`` (its arch options),
+    the enhancement detector's seconds over the whole volume are measured and added to ``seconds_per_volume``."""
     import numpy as np
     import torch
 
@@ -156,6 +176,7 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
 
     conv_seconds, conv_flops = _time_reference_conv(target, precision, batch)
     volume_slabs = count_slabs(VOLUME_SHAPE[0], config.slab_depth, DEFAULT_OVERLAP)
+    detector_seconds = 0.0 if detector is None else _time_detector(detector, n_inputs, target, precision)
     achieved = flops_per_slab / seconds_per_slab
     conv_rate = conv_flops / conv_seconds
     return {
@@ -167,7 +188,9 @@ def benchmark(width: int, variant: str = "hrfcn", n_inputs: int = 3, device: str
         "onednn_isa": onednn_isa() if target.type == "cpu" else "n/a",
         "slab_shape": list(slab_shape[2:]), "slabs_timed": timed, "seconds_per_slab": seconds_per_slab,
         "volume_shape": list(VOLUME_SHAPE), "overlap": DEFAULT_OVERLAP, "slabs_per_volume": volume_slabs,
-        "seconds_per_volume": seconds_per_slab * volume_slabs, "seconds_per_volume_is": f"extrapolated from {timed} timed slabs",
+        "seconds_per_volume": seconds_per_slab * volume_slabs + detector_seconds,
+        "seconds_per_volume_is": f"extrapolated from {timed} timed slabs" + (", plus the detector over the whole volume" if detector is not None else ""),
+        "detector_seconds_per_volume": detector_seconds if detector is not None else None,
         "gflops_per_slab": flops_per_slab / 1e9, "gflops_per_volume": flops_per_slab * volume_slabs / 1e9,
         "achieved_gflops_per_s": achieved / 1e9, "conv3d_gflops_per_s": conv_rate / 1e9, "ratio_to_conv3d": achieved / conv_rate,
         "peak_memory_mb": _peak_memory_mb(target), "peak_memory_is": "GPU max allocated" if target.type == "cuda" else "process peak RSS",
@@ -183,6 +206,8 @@ def markdown_table(r: dict[str, Any]) -> str:
         ("precision / layout / batch", f"{r['precision']} / {r['layout']} / {r['batch_size']}"),
         ("seconds per slab (3x256x192)", f"{r['seconds_per_slab']:.3f} ({r['slabs_timed']} slabs timed)"),
         ("seconds per 192x256x192 volume", f"{r['seconds_per_volume']:.1f} ({r['slabs_per_volume']} slabs at overlap {r['overlap']:.2f}; {r['seconds_per_volume_is']}, no brain crop)"),
+        *([("enhancement detector seconds per volume", f"{r['detector_seconds_per_volume']:.1f} (included above)")]
+          if r.get("detector_seconds_per_volume") is not None else []),
         ("model GFLOP per volume", f"{r['gflops_per_volume']:.0f} ({r['gflops_per_slab']:.1f} per slab)"),
         ("achieved GFLOP/s", f"{r['achieved_gflops_per_s']:.1f}"),
         ("Conv3d 64->64 3x3x3 GFLOP/s (same run)", f"{r['conv3d_gflops_per_s']:.1f}"),
@@ -198,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
 
     width = args.width or LITE_WIDTH
     print(f"timing {args.slabs} slabs of {args.variant} width {width}...", file=sys.stderr)
-    result = benchmark(width, args.variant, args.inputs, args.device, args.precision, args.batch_size, args.slabs)
+    result = benchmark(width, args.variant, args.inputs, args.device, args.precision, args.batch_size, args.slabs,
+                       {} if args.detector else None)
     print(markdown_table(result))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -53,8 +53,9 @@ FIT_BAND = (-3.0, 2.0)
 #: At most this many robust fits (the kept set usually stops changing after 3-6).
 MAX_FITS = 10
 
-#: Passes of :func:`gate_enhancement` (measured on a test volume: after two, under 1 % of the gated voxels stay above T).
-GATE_PASSES = 2
+#: Passes of :func:`gate_enhancement` (measured on test volumes: after two, under 1 % of the gated voxels stay above T;
+#: raised voxels reach the curve within 0.04 after two and 0.001 after three, Testing/test_detector.py).
+GATE_PASSES = 3
 
 #: Smallest enhancing lesion and false blob, in mm³: 100 voxels at BraTS's 1 mm.
 MIN_BLOB_MM3 = 100.0
@@ -127,15 +128,23 @@ def subtraction_map(ce: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray) -> n
     return out
 
 
-def gate_enhancement(ce: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, probability: np.ndarray,
-                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Make a synthetic CE-T1 and its map agree with a detection head: (gated CE-T1, its enhancement map).
+def expected_enhancement(probability: np.ndarray, curve: dict[str, list[float]]) -> np.ndarray:
+    """The mean true subtraction map at each detection probability (``curve`` fitted on training cases), interpolated."""
+    return np.interp(probability, curve["probability"], curve["enhancement"]).astype(np.float32)
 
-    Where the head's probability is below ``threshold`` the CE-T1 is brought down onto its fit on the
-    T1 (positive map values removed; darker-than-fit voxels are left), so no enhancement is shown there;
-    where the head says the voxel enhances, the CE-T1 is kept as synthesized. The map returned is the
-    subtraction map of the gated CE-T1, held at <= 0 where the head says no, so the image, the map and
-    the overlay show enhancement in the same voxels.
+
+def gate_enhancement(ce: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, probability: np.ndarray,
+                     threshold: float, curve: dict[str, list[float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Make a synthetic CE-T1 and its map agree with a detection head or detector: (gated CE-T1, its enhancement map).
+
+    Where the probability is below ``threshold`` the CE-T1 is brought down onto its fit on the T1 (positive
+    map values removed; darker-than-fit voxels are left), so no enhancement is shown there. Where the
+    detector says the voxel enhances, the CE-T1 is kept as synthesized and, with a ``curve``, raised where it
+    enhances less than the training cases' true CE-T1 did on average at that probability
+    (:func:`expected_enhancement`): the synthesis network draws the anatomy and its own enhancement, the
+    detector decides where enhancement is and how strong it is at least. The map returned is the subtraction
+    map of the gated CE-T1, held at <= 0 where the detector says no, so the image, the map and the overlay
+    show enhancement in the same voxels.
     """
     from .normalization import intensity_range
 
@@ -144,12 +153,20 @@ def gate_enhancement(ce: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, pro
     if not brain.any():
         return ce, np.zeros(brain.shape, dtype=np.float32)
     no = (np.asarray(probability) < threshold) & brain
+    floor = None
+    if curve is not None:
+        floor = np.where(brain & ~no, expected_enhancement(np.asarray(probability), curve), -np.inf).astype(np.float32)
     gated, shown = ce, subtraction_map(ce, t1, brain)
-    # Lowering bright voxels moves the image's own percentiles, and so its map: a second pass removes what
-    # the first one's rescaling left above the fit.
+    raised = np.zeros(brain.shape, dtype=bool)
+    # Changing voxels moves the image's own percentiles, and so its map: a second pass corrects what the
+    # first one's rescaling left off (raised voxels are brought back onto the curve, up or down).
     for _ in range(GATE_PASSES):
         low, high = intensity_range(gated, brain, {"name": "brain_percentile", "lower": 0.5, "upper": 99.5})
-        gated = np.where(no, gated - np.maximum(shown, 0.0) * np.float32(high - low), gated).astype(np.float32)
+        change = np.where(no, -np.maximum(shown, 0.0), 0.0)
+        if floor is not None:
+            raised |= floor > shown
+            change = np.where(raised, floor - shown, change)
+        gated = (gated + change * np.float32(high - low)).astype(np.float32)
         shown = subtraction_map(gated, t1, brain)
     return gated, np.where(no, np.minimum(shown, 0.0), shown).astype(np.float32)
 

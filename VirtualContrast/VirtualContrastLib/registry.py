@@ -66,6 +66,7 @@ class LoadedModel:
     card: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     entry: ModelEntry | None = None
+    detector: "torch.nn.Module | None" = None
 
 
 def models_dir() -> Path | None:
@@ -140,7 +141,7 @@ def resolve_device(device: str = "auto") -> "torch.device":
 
 def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedModel:
     """Load a bundled model by name (SHA-256 checked) or a checkpoint file, ready for inference."""
-    from .networks import build_network, place_network
+    from .networks import place_network
 
     target = resolve_device(device)
     entry = find_model(str(name_or_path))
@@ -158,17 +159,35 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> LoadedM
             raise CheckpointError(f"model {str(name_or_path)!r} is neither a bundled model ({bundled}) nor a checkpoint file")
         checkpoint = load_checkpoint(path)
         name, card = path.stem, None
-    network = build_network(checkpoint.config)
-    try:
-        network.load_state_dict(checkpoint.state_dict, strict=True)
-    except (RuntimeError, TypeError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path.name}: the weights do not fit the {checkpoint.config.architecture} network they claim ({first})") from None
+    network, detector = build_networks(checkpoint.config, checkpoint.state_dict, path.name)
     place_network(network.eval(), target)
+    if detector is not None:
+        detector.eval().to(target)
     return LoadedModel(
         name=name, config=checkpoint.config, network=network, sha256=checkpoint.sha256, path=path,
-        card=card, training=checkpoint.training, entry=entry,
+        card=card, training=checkpoint.training, entry=entry, detector=detector,
     )
+
+
+def build_networks(config: ModelConfig, state_dict: dict[str, Any], source: str) -> "tuple[torch.nn.Module, torch.nn.Module | None]":
+    """The synthesis network and, where ``config`` has one, the detector (weights under ``detector.``), loaded on the CPU."""
+    from .networks import build_network
+    from .networks.detector import DETECTOR_PREFIX, build_detector
+
+    own = {k: v for k, v in state_dict.items() if not k.startswith(DETECTOR_PREFIX)}
+    detector_weights = {k[len(DETECTOR_PREFIX):]: v for k, v in state_dict.items() if k.startswith(DETECTOR_PREFIX)}
+    network = build_network(config)
+    detector = None if config.detector is None else build_detector(len(config.inputs), config.detector.get("arch"))
+    try:
+        network.load_state_dict(own, strict=True)
+        if detector is not None:
+            detector.load_state_dict(detector_weights, strict=True)
+        elif detector_weights:
+            raise RuntimeError("detector weights without a detector in the config")
+    except (RuntimeError, TypeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{source}: the weights do not fit the {config.architecture} network they claim ({first})") from None
+    return network, detector
 
 
 def trained_on_real_scans(entry: ModelEntry) -> bool:

@@ -406,14 +406,46 @@ def synthesize_array(
     device = _run_device(model, {}, options.device)
     precision = resolve_precision(options.precision, device)
     passes = len(TTA_FLIPS) if options.tta else 1
-    tracker = _Progress(progress, count_slabs(volume.shape[1], model.config.slab_depth, options.overlap) * passes)
+    volume = np.asarray(volume, np.float32)
+    tracker = _Progress(progress, count_slabs(volume.shape[1], model.config.slab_depth, options.overlap) * passes
+                        + _detector_windows(model, volume))
     notes: list[str] = []
-    mean, std, device, precision = _predict(model, np.asarray(volume, np.float32), options, device, precision, tracker, cancel, notes)
+    mean, std, device, precision = _predict(model, volume, options, device, precision, tracker, cancel, notes)
+    probability = _probability(model, mean, volume, device, precision, tracker, cancel)
     tracker.finish("synthesis done")
     prediction = apply_output_map(np.clip(mean[0], 0.0, 1.0), model.config.output_map)
-    probability = 1.0 / (1.0 + np.exp(-mean[1].astype(np.float64))) if mean.shape[0] > 1 else None
     return ArrayResult(prediction, None if std is None else std[0], notes, str(device), precision, time.perf_counter() - start,
-                       None if probability is None else probability.astype(np.float32))
+                       probability)
+
+
+def _detector_windows(model: LoadedModel, volume: np.ndarray) -> int:
+    """Cubes the model's detector runs on ``volume`` (0 without a detector), for progress."""
+    from .networks.detector import count_windows
+
+    if model.detector is None:
+        return 0
+    footprint = np.nonzero(np.any(volume != 0, axis=0))
+    shape = [int(i.max()) - int(i.min()) + 1 for i in footprint] if footprint[0].size else [0, 0, 0]
+    return count_windows(shape, model.config.detector.get("arch"))
+
+
+def _probability(model: LoadedModel, mean: np.ndarray, volume: np.ndarray, device: "torch.device", precision: str,
+                 progress: _Progress, cancel: Callable[[], bool] | None) -> np.ndarray | None:
+    """The probability (D, H, W) that each voxel enhances: from the detector, else the detection channel, else None."""
+    from .networks import network_device
+    from .networks.detector import build_detector, detect_volume
+
+    if model.detector is not None:
+        detector = model.detector
+        if network_device(detector) != device:  # a GPU out-of-memory fallback finished on the CPU: a copy, never the caller's
+            detector = build_detector(len(model.config.inputs), model.config.detector.get("arch"))
+            detector.load_state_dict(model.detector.state_dict())
+            detector.eval().to(device)
+        return detect_volume(detector, volume, model.config.detector.get("arch"), device, autocast_dtype(precision),
+                             lambda: progress.advance(1), cancel)
+    if mean.shape[0] > 1:
+        return (1.0 / (1.0 + np.exp(-mean[1].astype(np.float64)))).astype(np.float32)
+    return None
 
 
 def synthesize(
@@ -459,7 +491,7 @@ def synthesize(
     passes = len(TTA_FLIPS) if options.tta else 1
     runs = [model] + [a for a in plan.values() if a]
     total = sum(count_slabs(depth, m.config.slab_depth, options.overlap) for m in runs) * passes
-    tracker = _Progress(progress, total)
+    tracker = _Progress(progress, total + _detector_windows(model, np.stack(list(prepared.channels.values()))))
 
     channels = dict(prepared.channels)
     for modality, aux in plan.items():
@@ -476,7 +508,7 @@ def synthesize(
 
     volume = np.stack([channels[m] for m in model.config.inputs]).astype(np.float32)
     mean, std, device, precision = _predict(model, volume, options, device, precision, tracker, cancel, notes)
-    result = _postprocess(prepared, mean, std, model.config)
+    result = _postprocess(prepared, mean, std, model.config, _probability(model, mean, volume, device, precision, tracker, cancel))
     tracker.finish("synthesis done")
     return SynthesisResult(
         synthetic=result[0], subtraction=result[1], uncertainty=result[2], brain_mask=prepared.mask,
@@ -503,10 +535,10 @@ def _auxiliary_input(
     return np.stack([source[m] for m in aux.config.inputs]).astype(np.float32)
 
 
-def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | None,
-                 config: ModelConfig) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, sitk.Image | None]:
+def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | None, config: ModelConfig,
+                 probability: np.ndarray | None) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, sitk.Image | None]:
     """Clamp, calibrate, zero outside the brain, map back onto the T1 grid and into the T1's intensity window;
-    with a detection channel, gate the CE-T1 and its map by the head's probability (:func:`gate_enhancement`)."""
+    with a detection channel or detector, gate the CE-T1 and its map by its ``probability`` (:func:`gate_enhancement`)."""
     import SimpleITK as sitk
 
     grid, inside, output_map = prepared.grid, prepared.working_mask, config.output_map
@@ -522,12 +554,13 @@ def _postprocess(prepared: PreparedInputs, mean: np.ndarray, std: np.ndarray | N
     synthetic_array[~mask] = 0.0
     t1_array = sitk.GetArrayFromImage(grid.to_reference(prepared.channels["t1"]))
     probability_array = None
-    if mean.shape[0] > 1:
-        working = np.where(inside, 1.0 / (1.0 + np.exp(-mean[1].astype(np.float64))), 0.0).astype(np.float32)
+    if probability is not None:
+        working = np.where(inside, probability, 0.0).astype(np.float32)
         probability_array = sitk.GetArrayFromImage(grid.to_reference(working))
         probability_array[~mask] = 0.0
+        curve = None if config.detector is None else config.detector.get("curve")
         synthetic_array, subtraction_array = gate_enhancement(synthetic_array, t1_array, mask, probability_array,
-                                                              config.detection_threshold)
+                                                              config.detection_threshold, curve)
     else:
         subtraction_array = subtraction_map(synthetic_array, t1_array, mask)
 
