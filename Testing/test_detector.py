@@ -19,7 +19,7 @@ from conftest import ball, head
 from model_training.detector import augment, clinical_score, sample_cube
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
-from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, gate_enhancement, subtraction_map
+from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, GATE_CAP, gate_enhancement, subtraction_map
 from VirtualContrastLib.errors import CancelledError, CheckpointError
 from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.networks.detector import DETECTOR_PREFIX, build_detector, count_windows, detect_volume
@@ -104,7 +104,7 @@ def test_the_curve_raises_enhancement_where_the_detector_says_so_and_image_and_m
     # Where p = 0.9 the curve asks for 0.3: the passes bring the map there, but for the voxels the 99.5th percentile
     # clips (the raised ball is 1 % of the brain: its brightest half percent cannot rise above the window).
     assert np.median(shown[said]) == pytest.approx(0.3, abs=0.01) and (shown[said] > ENHANCEMENT_THRESHOLD).mean() > 0.95
-    assert shown[painted].max() <= 0 and (shown[brain & ~said] <= 0).all()
+    assert shown[painted].max() <= GATE_CAP and (shown[brain & ~said] <= GATE_CAP).all()
     own = subtraction_map(gated, t1, brain)
     assert np.array_equal(own[said] > ENHANCEMENT_THRESHOLD, shown[said] > ENHANCEMENT_THRESHOLD)
     assert (own[painted] > ENHANCEMENT_THRESHOLD).mean() < 0.05
@@ -130,7 +130,7 @@ def test_synthesis_with_a_detector_returns_its_probability_and_agreeing_outputs(
     np.testing.assert_allclose(shown, own, atol=5e-3)
     strict_path, _ = _model_file(tmp_path / "strict.pt", 2.0, threshold=0.95, curve=CURVE)
     strict = synthesize({"t1": t1, "t2": t2}, load_model(strict_path, device="cpu"), options=SynthesisOptions(device="cpu", precision="fp32"))
-    assert sitk.GetArrayFromImage(strict.subtraction).max() <= 0
+    assert sitk.GetArrayFromImage(strict.subtraction).max() <= GATE_CAP
     with pytest.raises(CancelledError):
         synthesize({"t1": t1, "t2": t2}, model, options=SynthesisOptions(device="cpu"), cancel=lambda: True)
 

@@ -23,7 +23,7 @@ from model_training.sampling import SamplingOptions, SlabDataset, detection_targ
 from model_training.train import initialize_from, selection_score
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
-from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, enhancement_metrics, gate_enhancement, subtraction_map, voxel_auc
+from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, GATE_CAP, enhancement_metrics, gate_enhancement, subtraction_map, voxel_auc
 from VirtualContrastLib.errors import VirtualContrastError
 from VirtualContrastLib.metrics import sharpness_ratio
 from VirtualContrastLib.networks import build_network, output_channels
@@ -69,7 +69,10 @@ def test_the_gate_shows_enhancement_only_where_the_head_says_so_and_image_and_ma
     probability = np.where(kept, 0.9, 0.1).astype(np.float32)
     gated, shown = gate_enhancement(ce, t1, brain, probability, 0.5)
     assert (shown[kept] > ENHANCEMENT_THRESHOLD).mean() > 0.9
-    assert shown[dropped].max() <= 0 and (shown[brain & ~kept] <= 0).all()
+    # Where the head says no, only what would read as enhancement goes: the map is held at T, the rest is kept.
+    assert shown[dropped].max() <= GATE_CAP and (shown[brain & ~kept] <= GATE_CAP).all()
+    below = brain & ~kept & ~dropped & (subtraction_map(ce, t1, brain) < 0)
+    np.testing.assert_array_equal(gated[below], ce[below])
     # The image says the same as the map: its own subtraction map has no enhancement where the head says no.
     own = subtraction_map(gated, t1, brain)
     assert (own[dropped] > ENHANCEMENT_THRESHOLD).mean() < 0.05
@@ -215,7 +218,8 @@ def test_synthesis_with_a_detection_head_returns_agreeing_outputs() -> None:
     strict = LoadedModel(name="strict", config=ModelConfig(arch_kwargs=NEW, inputs=["t1", "t2"], detection_threshold=0.99),
                          network=network, sha256="", path=Path("strict.pt"))
     gated = synthesize({"t1": t1, "t2": t2}, strict, options=SynthesisOptions(device="cpu", precision="fp32"))
-    assert sitk.GetArrayFromImage(gated.subtraction).max() <= 0  # the head says no everywhere: no enhancement shown
+    # The head says no everywhere: no enhancement shown.
+    assert sitk.GetArrayFromImage(gated.subtraction).max() <= GATE_CAP
 
 
 def test_detection_floor_learns_enhancing_tumour_from_training_cases(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
     import numpy as np
     import SimpleITK as sitk
 
-    from VirtualContrastLib.enhancement import expected_enhancement, lesion_counts
+    from VirtualContrastLib.enhancement import GATE_CAP, expected_enhancement, lesion_counts, near_tumour
     from VirtualContrastLib.networks import has_detection
     from VirtualContrastLib.registry import load_model
 
@@ -130,11 +130,12 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
                  "enhancement": [float(max(y, 0.0)) for y in means.predict(centres[filled])]}
     f1 = {t: [] for t in DETECTION_GRID}
     for shown, probability, true_map, labels, brain, spacing in seen:
-        shown, probability = shown.astype(np.float32), probability.astype(np.float32)
+        shown, probability, true_map = shown.astype(np.float32), probability.astype(np.float32), true_map.astype(np.float32)
         raised = shown if curve is None else np.maximum(shown, expected_enhancement(probability, curve))
+        near = near_tumour(labels > 0, spacing)  # once per case, not per threshold
         for threshold in DETECTION_GRID:
-            gated = np.where(probability >= threshold, raised, np.minimum(shown, 0.0))
-            counted = lesion_counts(gated, true_map.astype(np.float32), labels, brain, spacing)
+            gated = np.where(probability >= threshold, raised, np.minimum(shown, GATE_CAP))
+            counted = lesion_counts(gated, true_map, labels, brain, spacing, near=near)
             if counted["lesions"]:
                 f1[threshold].append(counted["lesion_f1"])
     scores = {t: float(np.mean(v)) for t, v in f1.items() if v}

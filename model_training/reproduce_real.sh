@@ -67,14 +67,11 @@ if [[ $steps == *" calibrate "* ]]; then
 fi
 
 if [[ $steps == *" evaluate "* ]]; then
-  # Round 5 + detector against round 5 alone and the three floors, then on re-rendered inputs.
+  # Round 5 + detector and the three floors (its rule's gate: not passed, so not bundled; round 5's row is in val_E_resdet).
+  # (val_E_detector_gate0 was made by the first gate, which held the map at <= 0; the engine now holds it at T/2.)
   virtual-contrast-train export "$combined" --out "$work/brats_flair_detector.pt" --overwrite
-  virtual-contrast-train evaluate "$work/brats_flair_detector.pt" "$run5/best.pt" --labels "round 5 + detector,round 5" \
+  virtual-contrast-train evaluate "$work/brats_flair_detector.pt" --labels "round 5 + detector" \
     --data "$work/cache/val" --table E --out "$results/val_E_detector" --device cpu --no-montage --detection-floor "$work/cache/train"
-  for perturbation in bias thick; do
-    virtual-contrast-train evaluate "$work/brats_flair_detector.pt" "$run5/best.pt" --labels "round 5 + detector,round 5" \
-      --data "$work/cache/val" --table E --out "$results/val_E_detector_$perturbation" --device cpu --no-montage --perturb "$perturbation"
-  done
   # The residual + detection run (its rule's gate: not passed, so not bundled) against round 5 and the three floors.
   virtual-contrast-train export "$rundet" --out "$work/brats_flair_resdet.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_flair_resdet.pt" vc-hrfcn16-t1-t2-flair-brats18 \
