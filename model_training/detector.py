@@ -127,9 +127,9 @@ def train_detector(train_cache: str | Path, val_cache: str | Path, out: str | Pa
     """Train (or go on training) a detector run; return the best validation record."""
     import torch
 
-    progress = progress or (lambda text: None)
     from .losses import detection_loss
 
+    progress = progress or (lambda text: None)
     out = Path(out)
     state_path = out / STATE_NAME
     if state_path.exists() and not resume:

@@ -11,6 +11,7 @@ from . import MODALITIES
 from .calibration import check_output_map
 from .normalization import check_spec
 
+DEFAULT_NORMALIZATION: dict[str, Any] = {"name": "brain_percentile", "lower": 0.5, "upper": 99.5}
 
 #: Default options of the enhancement detector (:mod:`VirtualContrastLib.networks.detector`): MONAI UNet
 #: channels and strides, residual units per level, dropout, and the cube (D, H, W) it is trained and run on.
@@ -35,8 +36,6 @@ def check_detector(detector: Any) -> None:
         if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys) or len(xs) < 2 or \
                 any(b <= a for a, b in zip(xs, xs[1:])):
             raise ValueError("detector curve needs lists 'probability' (increasing) and 'enhancement' of one length >= 2")
-
-DEFAULT_NORMALIZATION: dict[str, Any] = {"name": "brain_percentile", "lower": 0.5, "upper": 99.5}
 
 
 @dataclass
