@@ -72,6 +72,10 @@ if [[ $steps == *" evaluate "* ]]; then
   virtual-contrast-train export "$combined" --out "$work/brats_flair_detector.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_flair_detector.pt" --labels "round 5 + detector" \
     --data "$work/cache/val" --table E --out "$results/val_E_detector" --device cpu --no-montage --detection-floor "$work/cache/train"
+  for perturbation in bias thick; do
+    virtual-contrast-train evaluate "$work/brats_flair_detector.pt" --labels "round 5 + detector" --data "$work/cache/val" \
+      --table E --out "$results/val_E_detector_$perturbation" --device cpu --no-montage --perturb "$perturbation"
+  done
   # The residual + detection run (its rule's gate: not passed, so not bundled) against round 5 and the three floors.
   virtual-contrast-train export "$rundet" --out "$work/brats_flair_resdet.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_flair_resdet.pt" vc-hrfcn16-t1-t2-flair-brats18 \
