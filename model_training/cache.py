@@ -61,3 +61,15 @@ def load_case(cache_dir: str | Path, case_id: str, keys: Iterable[str] | None = 
             return {key: data[key] for key in wanted}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise InputError(f"cached case {case_id} ({path}) is damaged ({type(error).__name__}); prepare it again") from None
+
+
+def array_spacing(case: dict[str, np.ndarray]) -> tuple[float, ...]:
+    """Voxel size in mm along the cached arrays' axes (z, y, x); the cache stores it as SimpleITK's (x, y, z)."""
+    return tuple(float(v) for v in case["spacing"][::-1])
+
+
+def true_subtraction(case: dict[str, np.ndarray]) -> np.ndarray:
+    """The subtraction map of a cached case's true CE-T1."""
+    from VirtualContrastLib.enhancement import subtraction_map
+
+    return subtraction_map(case["raw_t1c"], case["raw_t1"], case["mask"] > 0)

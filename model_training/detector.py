@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, enhancement_metrics, subtraction_map
+from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, enhancement_metrics
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import atomic_write
 from VirtualContrastLib.metrics import ENHANCING_LABEL
-from VirtualContrastLib.networks.detector import build_detector, detect_volume, patch_size
+from VirtualContrastLib.networks.detector import build_detector, detect_volume, footprint_box, patch_size
 
-from .cache import load_case, load_index
+from .cache import array_spacing, load_case, load_index, true_subtraction
 from .sampling import robust_augment
 
 #: What a detector run records in ``RUN/best.pt`` and ``RUN/state.pt`` (read with weights_only=True).
@@ -42,11 +42,6 @@ STATE_NAME, BEST_NAME, LOG_NAME = "state.pt", "best.pt", "log.jsonl"
 
 #: Fraction of the cubes centred on an enhancing voxel.
 ENHANCING_SHARE = 0.5
-
-
-def brain_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the brain."""
-    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
 
 
 def load_training_case(cache_dir: str | Path, case_id: str, inputs: Sequence[str]) -> dict[str, Any]:
@@ -57,7 +52,9 @@ def load_training_case(cache_dir: str | Path, case_id: str, inputs: Sequence[str
     missing = [m for m in inputs if f"norm_{m}" not in case]
     if missing:
         raise InputError(f"case {case_id} lacks {', '.join(missing)}")
-    box = brain_box(case["mask"] > 0)
+    box = footprint_box(case["mask"] > 0)
+    if box is None:
+        raise InputError(f"case {case_id} has an empty brain mask")
     brain = case["mask"][box] > 0
     return {"case_id": case_id,
             "inputs": np.stack([np.where(brain, case[f"norm_{m}"][box], 0.0) for m in inputs]).astype(np.float32),
@@ -102,9 +99,7 @@ def validate(network: Any, arch: dict[str, Any], cache_dir: str | Path, case_ids
         volume = np.stack([np.where(brain, case[f"norm_{m}"], 0.0) for m in inputs]).astype(np.float32)
         probability = detect_volume(network, volume, arch, device, None)
         shown = np.where(brain, probability - 0.5 + ENHANCEMENT_THRESHOLD, 0.0)
-        true_map = subtraction_map(case["raw_t1c"], case["raw_t1"], brain)
-        spacing = tuple(float(s) for s in np.asarray(case["spacing"])[::-1])
-        rows.append(enhancement_metrics(shown, true_map, case["labels"], brain, spacing))
+        rows.append(enhancement_metrics(shown, true_subtraction(case), case["labels"], brain, array_spacing(case)))
     keys = ("lesion_f1", "lesion_sensitivity", "false_blobs", "auc_brain", "auc_tumour", "lesions_detected", "lesions")
     record = {key: float(np.nanmean([r[key] for r in rows])) for key in keys}
     record["lesions_detected"] = float(sum(r["lesions_detected"] for r in rows))

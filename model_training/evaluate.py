@@ -29,6 +29,7 @@ from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import atomic_write, write_csv
 
+from .cache import array_spacing, true_subtraction
 from .prepare import image_from_array, load_case, load_index
 
 IDENTITY = "identity (T1)"
@@ -55,13 +56,6 @@ def regions_of(case: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from VirtualContrastLib.metrics import brats_regions
 
     return brats_regions(case["labels"]) if "labels" in case else {}
-
-
-def true_subtraction(case: dict[str, np.ndarray]) -> np.ndarray:
-    """The subtraction map of a cached case's true CE-T1."""
-    from VirtualContrastLib.enhancement import subtraction_map
-
-    return subtraction_map(case["raw_t1c"], case["raw_t1"], case["mask"] > 0)
 
 
 def score(prediction: np.ndarray, case: dict[str, np.ndarray], target: str = "t1c",
@@ -142,11 +136,6 @@ def linear_prediction(case: dict[str, np.ndarray], inputs: Sequence[str]) -> np.
     if missing:
         raise InputError(f"case {case.get('case_id', '?')} lacks {', '.join(missing)} for the linear floor")
     return linear_floor(case["raw_t1c"], [case[f"raw_{m}"] for m in inputs], case["mask"] > 0)
-
-
-def array_spacing(case: dict[str, np.ndarray]) -> tuple[float, ...]:
-    """Voxel size in mm along the cached arrays' axes (z, y, x); the cache stores it as SimpleITK's (x, y, z)."""
-    return tuple(float(v) for v in case["spacing"][::-1])
 
 
 def training_case_ids(cache_dir: str | Path, labelled: bool) -> list[str]:

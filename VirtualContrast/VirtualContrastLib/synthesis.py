@@ -420,13 +420,12 @@ def synthesize_array(
 
 def _detector_windows(model: LoadedModel, volume: np.ndarray) -> int:
     """Cubes the model's detector runs on ``volume`` (0 without a detector), for progress."""
-    from .networks.detector import count_windows
+    from .networks.detector import count_windows, footprint_box
 
     if model.detector is None:
         return 0
-    footprint = np.nonzero(np.any(volume != 0, axis=0))
-    shape = [int(i.max()) - int(i.min()) + 1 for i in footprint] if footprint[0].size else [0, 0, 0]
-    return count_windows(shape, model.config.detector.get("arch"))
+    box = footprint_box(np.any(volume != 0, axis=0))
+    return 0 if box is None else count_windows([b.stop - b.start for b in box], model.config.detector.get("arch"))
 
 
 def _probability(model: LoadedModel, mean: np.ndarray, volume: np.ndarray, device: "torch.device", precision: str,

@@ -57,9 +57,9 @@ def detect_volume(network: nn.Module, volume: np.ndarray, arch: dict[str, Any] |
 
     footprint = np.any(volume != 0, axis=0)
     out = np.zeros(volume.shape[1:], dtype=np.float32)
-    if not footprint.any():
+    box = footprint_box(footprint)
+    if box is None:
         return out
-    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(footprint))
     patch = patch_size(arch)
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
@@ -82,6 +82,13 @@ def detect_volume(network: nn.Module, volume: np.ndarray, arch: dict[str, Any] |
     probability = torch.sigmoid(logits[0, 0]).cpu().numpy()
     out[box] = np.where(footprint[box], probability, 0.0)
     return out
+
+
+def footprint_box(footprint: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of the true voxels of ``footprint`` (None when there is none)."""
+    if not footprint.any():
+        return None
+    return tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(footprint))
 
 
 def count_windows(shape: Sequence[int], arch: dict[str, Any] | None) -> int:
