@@ -104,7 +104,7 @@ def test_the_curve_raises_enhancement_where_the_detector_says_so_and_image_and_m
     # Where p = 0.9 the curve asks for 0.3: the passes bring the map there, but for the voxels the 99.5th percentile
     # clips (the raised ball is 1 % of the brain: its brightest half percent cannot rise above the window).
     assert np.median(shown[said]) == pytest.approx(0.3, abs=0.01) and (shown[said] > ENHANCEMENT_THRESHOLD).mean() > 0.95
-    assert shown[painted].max() <= GATE_CAP and (shown[brain & ~said] <= GATE_CAP).all()
+    assert shown[painted].max() <= GATE_CAP and (shown[brain & ~said] <= ENHANCEMENT_THRESHOLD).all()
     own = subtraction_map(gated, t1, brain)
     assert np.array_equal(own[said] > ENHANCEMENT_THRESHOLD, shown[said] > ENHANCEMENT_THRESHOLD)
     assert (own[painted] > ENHANCEMENT_THRESHOLD).mean() < 0.05
@@ -130,9 +130,35 @@ def test_synthesis_with_a_detector_returns_its_probability_and_agreeing_outputs(
     np.testing.assert_allclose(shown, own, atol=5e-3)
     strict_path, _ = _model_file(tmp_path / "strict.pt", 2.0, threshold=0.95, curve=CURVE)
     strict = synthesize({"t1": t1, "t2": t2}, load_model(strict_path, device="cpu"), options=SynthesisOptions(device="cpu", precision="fp32"))
-    assert sitk.GetArrayFromImage(strict.subtraction).max() <= GATE_CAP
+    # A detector that confirms nothing: no voxel of the map reads as enhancement.
+    assert sitk.GetArrayFromImage(strict.subtraction).max() <= ENHANCEMENT_THRESHOLD
     with pytest.raises(CancelledError):
         synthesize({"t1": t1, "t2": t2}, model, options=SynthesisOptions(device="cpu"), cancel=lambda: True)
+
+
+def test_the_command_line_writes_the_detectors_probability_on_the_t1_grid_and_refuses_it_without_a_detector(tmp_path: Path, capsys) -> None:
+    from VirtualContrastLib.cli import main
+    from VirtualContrastLib.imageio import is_synthetic
+
+    t1 = head(blob=True)
+    sitk.WriteImage(t1, str(tmp_path / "t1.nii.gz"))
+    sitk.WriteImage(head(seed=1), str(tmp_path / "t2.nii.gz"))
+    path, _ = _model_file(tmp_path / "det.pt", 2.0, curve=CURVE)
+    args = ["synthesize", "--t1", str(tmp_path / "t1.nii.gz"), "--t2", str(tmp_path / "t2.nii.gz"), "--device", "cpu", "--quiet"]
+    assert main([*args, "--model", path, "-o", str(tmp_path / "ce.nii.gz"), "--probability", str(tmp_path / "p.nii.gz")]) == 0
+    written = sitk.ReadImage(str(tmp_path / "p.nii.gz"))
+    assert written.GetSize() == t1.GetSize() and np.allclose(written.GetDirection(), t1.GetDirection())
+    values = sitk.GetArrayFromImage(written)
+    assert values.max() == pytest.approx(1 / (1 + np.exp(-2.0)), abs=0.02) and values.min() == 0.0
+    assert is_synthetic(str(tmp_path / "p.nii.gz"))
+    # A model without a detector has no probability: one line, and nothing written.
+    bare = tmp_path / "bare.pt"
+    save_checkpoint(bare, ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"]), build_network(ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"])).state_dict())
+    capsys.readouterr()
+    assert main([*args, "--model", str(bare), "-o", str(tmp_path / "ce2.nii.gz"), "--probability", str(tmp_path / "p2.nii.gz")]) != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no enhancement detector" in error[0]
+    assert not (tmp_path / "ce2.nii.gz").exists() and not (tmp_path / "p2.nii.gz").exists()
 
 
 def test_training_cubes_centre_on_enhancing_tumour_half_the_time_and_augmentation_stays_in_the_brain() -> None:

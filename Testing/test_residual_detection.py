@@ -69,10 +69,11 @@ def test_the_gate_shows_enhancement_only_where_the_head_says_so_and_image_and_ma
     probability = np.where(kept, 0.9, 0.1).astype(np.float32)
     gated, shown = gate_enhancement(ce, t1, brain, probability, 0.5)
     assert (shown[kept] > ENHANCEMENT_THRESHOLD).mean() > 0.9
-    # Where the head says no, only what would read as enhancement goes: the map is held at T, the rest is kept.
-    assert shown[dropped].max() <= GATE_CAP and (shown[brain & ~kept] <= GATE_CAP).all()
-    below = brain & ~kept & ~dropped & (subtraction_map(ce, t1, brain) < 0)
-    np.testing.assert_array_equal(gated[below], ce[below])
+    # Only enhancement the head does not confirm goes (held at T/2): the dropped ball and a few noise voxels that
+    # read above T; every other voxel keeps its synthesized value, so the image's window does not move.
+    assert shown[dropped].max() <= GATE_CAP and (shown[brain & ~kept] <= ENHANCEMENT_THRESHOLD).all()
+    changed = gated != ce
+    assert changed[dropped].mean() > 0.9 and np.count_nonzero(changed & ~dropped) < 1e-3 * brain.sum()
     # The image says the same as the map: its own subtraction map has no enhancement where the head says no.
     own = subtraction_map(gated, t1, brain)
     assert (own[dropped] > ENHANCEMENT_THRESHOLD).mean() < 0.05
@@ -219,7 +220,7 @@ def test_synthesis_with_a_detection_head_returns_agreeing_outputs() -> None:
                          network=network, sha256="", path=Path("strict.pt"))
     gated = synthesize({"t1": t1, "t2": t2}, strict, options=SynthesisOptions(device="cpu", precision="fp32"))
     # The head says no everywhere: no enhancement shown.
-    assert sitk.GetArrayFromImage(gated.subtraction).max() <= GATE_CAP
+    assert sitk.GetArrayFromImage(gated.subtraction).max() <= ENHANCEMENT_THRESHOLD
 
 
 def test_detection_floor_learns_enhancing_tumour_from_training_cases(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def _detector_lines(config: dict[str, Any], training: dict[str, Any]) -> list[st
         "## Enhancement detector",
         f"- a 3D U-Net (`VirtualContrastLib.networks.detector`, options {detector.get('arch') or 'default'}) trained on the "
         "enhancing-tumour label alone (`virtual-contrast-train train-detector`); it decides where the CE-T1 enhances",
-        f"- shown as enhancing where its probability is >= {config['detection_threshold']:g}"
+        f"- enhancement is shown only in regions that hold a voxel where its probability is >= {config['detection_threshold']:g} "
+        "(other enhancing regions of the synthetic CE-T1 are removed)"
         + (f"; there the CE-T1 is raised at least to the mean true enhancement of the training cases at that probability "
            f"(a curve of {len(curve['probability'])} points, up to {max(curve['enhancement']):.3f})" if curve else "")
         + " (`virtual-contrast-train fit-detection`, training cases only)",

@@ -88,7 +88,7 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
     import numpy as np
     import SimpleITK as sitk
 
-    from VirtualContrastLib.enhancement import GATE_CAP, expected_enhancement, lesion_counts, near_tumour
+    from VirtualContrastLib.enhancement import GATE_CAP, expected_enhancement, lesion_counts, near_tumour, undetected_blobs
     from VirtualContrastLib.networks import has_detection
     from VirtualContrastLib.registry import load_model
 
@@ -134,7 +134,9 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
         raised = shown if curve is None else np.maximum(shown, expected_enhancement(probability, curve))
         near = near_tumour(labels > 0, spacing)  # once per case, not per threshold
         for threshold in DETECTION_GRID:
-            gated = np.where(probability >= threshold, raised, np.minimum(shown, GATE_CAP))
+            detected = probability >= threshold
+            gated = np.where(detected, raised, shown)
+            gated = np.where(undetected_blobs(gated, brain, detected), np.minimum(gated, GATE_CAP), gated)
             counted = lesion_counts(gated, true_map, labels, brain, spacing, near=near)
             if counted["lesions"]:
                 f1[threshold].append(counted["lesion_f1"])

@@ -154,6 +154,21 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return autocast_dtype(precision)
 
 
+#: oneDNN's highest instruction set for bf16 training on a CPU: torch 2.13's AMX kernels abort the HR-FCN's 3D
+#: convolution backward in bf16 ("double free or corruption" at 4 x 3 x 128 x 128 slabs, Intel Xeon with amx_bf16,
+#: 2026-12-05); AVX-512 BF16 runs the same step. Inference keeps AMX (it has no backward).
+CPU_BF16_TRAINING_ISA = "AVX512_CORE_BF16"
+
+
+def cap_cpu_isa_for_training(device: torch.device, dtype: torch.dtype | None) -> None:
+    """Keep oneDNN off AMX for bf16 training on the CPU, unless the user set ``ONEDNN_MAX_CPU_ISA`` themselves.
+
+    oneDNN reads the variable once, at its first primitive: call this before the first convolution runs.
+    """
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", CPU_BF16_TRAINING_ISA)
+
+
 def hardware_summary(device: torch.device, world_size: int) -> dict[str, Any]:
     """What the run ran on, for the training summary."""
     summary = {"device": str(device), "world_size": world_size, "torch": str(torch.__version__),
@@ -216,6 +231,7 @@ class Trainer:
         self.network = self.network.to(memory_format=self.memory_format)
         self.model = DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.distributed else self.network
         self.amp_dtype = amp_dtype(config.precision, self.device)
+        cap_cpu_isa_for_training(self.device, self.amp_dtype)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.loss = VirtualContrastLoss(config.stages[0].weights, config.delta, config.delta_max, config.histogram_weight,
                                         config.detection_weight).to(self.device)

@@ -48,7 +48,8 @@ class ModelConfig:
     ``slab_depth`` is the number of slices the network sees at once (1 for 2D models);
     ``output_map`` is the output calibration fitted on training cases (:mod:`VirtualContrastLib.calibration`), or None;
     ``detection_threshold``: for networks with a detection channel or a detector, the probability at and above which
-    a voxel is shown as enhancing (:func:`VirtualContrastLib.enhancement.gate_enhancement`);
+    a voxel confirms enhancement: regions of enhancement with no such voxel are removed
+    (:func:`VirtualContrastLib.enhancement.gate_enhancement`);
     ``detector``: None, or the enhancement detector shipped in the same checkpoint (weights under ``detector.``):
     ``{"arch": ...}`` (:mod:`VirtualContrastLib.networks.detector`) and, once fitted on training cases,
     ``"curve": {"probability": [...], "enhancement": [...]}``, the mean true subtraction map at each probability

@@ -31,6 +31,7 @@ MANIFEST_COLUMNS = ("case_id", *MODALITIES, "mask")
 
 SUBTRACTION_DESCRIPTION = "SYNTHETIC subtraction (CE-T1 minus T1) VirtualContrast - research only"
 UNCERTAINTY_DESCRIPTION = "SYNTHETIC uncertainty (TTA std) VirtualContrast - research only"
+PROBABILITY_DESCRIPTION = "SYNTHETIC enhancement probability (detector) VirtualContrast - research only"
 
 
 @dataclass
@@ -42,6 +43,7 @@ class SynthesisJob:
     mask: Path | None = None
     subtraction: Path | None = None
     uncertainty: Path | None = None
+    probability: Path | None = None
     dicom_out: Path | None = None
     case_id: str = ""
 
@@ -70,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     single.add_argument("-o", "--output", required=True, type=Path, help="synthetic CE-T1 file (.nii.gz, .nii, .nrrd, .mha)")
     single.add_argument("--subtraction", type=Path, help="also write the enhancement (subtraction) map: synthetic CE-T1 minus its robust linear fit on the T1")
     single.add_argument("--uncertainty", type=Path, help="also write the TTA uncertainty map (turns on --tta)")
+    single.add_argument("--probability", type=Path, help="also write the probability that each voxel enhances, from the "
+                        "model's enhancement detector (models with one; the subtraction map is gated at its fitted threshold)")
     single.add_argument("--quiet", action="store_true", help="no progress bar")
     single.add_argument("--progress-lines", action="store_true",
                         help="report progress as 'PROGRESS <fraction> <step>' lines on stderr (for front ends such as Slicer)")
@@ -135,7 +139,7 @@ def read_job(job: SynthesisJob, tta: bool = False) -> tuple[dict[str, "sitk.Imag
     from .imageio import check_output_path, read_image
     from .memory import check_synthesis_memory
 
-    outputs = [p for p in (job.output, job.subtraction, job.uncertainty) if p is not None]
+    outputs = [p for p in (job.output, job.subtraction, job.uncertainty, job.probability) if p is not None]
     for path in outputs:
         check_output_path(path)
     given = [p.resolve() for p in [*job.inputs.values(), job.mask] if p is not None]
@@ -162,8 +166,11 @@ def run_job(
     """Synthesize (``auxiliaries``: see ``synthesize``) and write the outputs, all or none, once everything has run;
     ``inputs`` is :func:`read_job`'s result if already read."""
     from .imageio import write_images
+    from .networks import has_detection
     from .synthesis import synthesize
 
+    if job.probability is not None and model.detector is None and not has_detection(model.config):
+        raise InputError(f"model {model.name} has no enhancement detector: it gives no probability map to write")
     images, mask = inputs if inputs is not None else read_job(job, options.tta)
     result = synthesize(images, model, brain_mask=mask, options=options, progress=progress, cancel=cancel, auxiliaries=auxiliaries)
     outputs = [(result.synthetic, job.output, None)]
@@ -171,6 +178,8 @@ def run_job(
         outputs.append((result.subtraction, job.subtraction, SUBTRACTION_DESCRIPTION))
     if job.uncertainty is not None and result.uncertainty is not None:
         outputs.append((result.uncertainty, job.uncertainty, UNCERTAINTY_DESCRIPTION))
+    if job.probability is not None:
+        outputs.append((result.probability, job.probability, PROBABILITY_DESCRIPTION))
     write_images(outputs, synthetic=True)
     if job.dicom_out is not None:
         from .dicomio import identifiers_for, write_dicom_outputs
@@ -222,7 +231,7 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     options = options_from_args(args)
     inputs = {name: getattr(args, name) for name in MODALITIES if getattr(args, name) is not None}
     job = SynthesisJob(inputs=inputs, output=args.output, mask=args.mask, subtraction=args.subtraction, uncertainty=args.uncertainty,
-                       dicom_out=args.dicom_out)
+                       probability=args.probability, dicom_out=args.dicom_out)
     # Everything that needs no model first, so bad input is reported before a large model is loaded.
     resolve_precision(options.precision, resolve_device(options.device))
     if job.dicom_out is not None:
@@ -252,7 +261,8 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
     finally:
         for bar in bars:
             bar.close()
-    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty, "dicom": job.dicom_out}
+    written = {"synthetic": job.output, "subtraction": job.subtraction, "uncertainty": job.uncertainty, "probability": job.probability,
+               "dicom": job.dicom_out}
     report.outputs = {kind: str(path) for kind, path in written.items() if path is not None}
     report.device, report.precision, report.seconds = result.device, result.precision, result.seconds
     report.notes += result.notes
@@ -263,6 +273,8 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         print(f"wrote subtraction map: {job.subtraction}")
     if job.uncertainty is not None:
         print(f"wrote uncertainty map: {job.uncertainty}")
+    if job.probability is not None:
+        print(f"wrote enhancement probability map: {job.probability}")
     if job.dicom_out is not None:
         print(f"wrote DICOM series (SYNTHETIC CE-T1 and subtraction map): {job.dicom_out}")
     print(f"{result.device}, {result.precision}, {result.seconds:.1f} s. SYNTHETIC image: research use only.")
@@ -316,7 +328,7 @@ def _job_record(job: SynthesisJob, model_digest: str | None, options: SynthesisO
 
 
 def _job_outputs(job: SynthesisJob) -> list[Path]:
-    return [p for p in (job.output, job.subtraction, job.uncertainty, job.dicom_out) if p is not None]
+    return [p for p in (job.output, job.subtraction, job.uncertainty, job.probability, job.dicom_out) if p is not None]
 
 
 def _is_complete(job: SynthesisJob, record: dict[str, object]) -> bool:
