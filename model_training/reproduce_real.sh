@@ -73,7 +73,7 @@ if [[ $steps == *" calibrate "* ]]; then
   virtual-contrast-train attach-detector "$run5/best.pt" "$detector" --out "$combined" --overwrite
   virtual-contrast-train fit-detection "$combined" --data "$work/cache/train"
   virtual-contrast-train attach-detector "$run12/best.pt" "$det12" --out "$combined12" --overwrite
-  virtual-contrast-train fit-detection "$combined12" --data "$work/cache/train"
+  virtual-contrast-train fit-detection "$combined12" --data "$work/cache/train" --max-cases 17  # as run: 17 cases fitted the session
 fi
 
 if [[ $steps == *" evaluate "* ]]; then
