@@ -153,7 +153,8 @@ def test_the_command_line_writes_the_detectors_probability_on_the_t1_grid_and_re
     assert is_synthetic(str(tmp_path / "p.nii.gz"))
     # A model without a detector has no probability: one line, and nothing written.
     bare = tmp_path / "bare.pt"
-    save_checkpoint(bare, ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"]), build_network(ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"])).state_dict())
+    plain = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"])
+    save_checkpoint(bare, plain, build_network(plain).state_dict())
     capsys.readouterr()
     assert main([*args, "--model", str(bare), "-o", str(tmp_path / "ce2.nii.gz"), "--probability", str(tmp_path / "p2.nii.gz")]) != 0
     error = capsys.readouterr().err.strip().splitlines()

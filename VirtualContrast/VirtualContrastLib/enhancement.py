@@ -139,9 +139,9 @@ def expected_enhancement(probability: np.ndarray, curve: dict[str, list[float]])
 
 def undetected_blobs(shown: np.ndarray, brain_mask: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """Voxels of the 26-connected components of "map > T" in the brain that have no ``detected`` voxel."""
-    labels, count = ndimage.label((np.asarray(shown) > ENHANCEMENT_THRESHOLD) & np.asarray(brain_mask, dtype=bool),
-                                  structure=np.ones((3, 3, 3), dtype=bool))
-    confirmed = np.bincount(labels[np.asarray(detected, dtype=bool)], minlength=count + 1) > 0
+    enhancing = (np.asarray(shown) > ENHANCEMENT_THRESHOLD) & np.asarray(brain_mask, dtype=bool)
+    labels, _, sizes = _components(enhancing, (1.0, 1.0, 1.0), 0.0)
+    confirmed = np.bincount(labels[np.asarray(detected, dtype=bool)], minlength=sizes.size) > 0
     confirmed[0] = True  # background
     return ~confirmed[labels]
 
