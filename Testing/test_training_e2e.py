@@ -25,6 +25,7 @@ from model_training.prepare import image_from_array, load_case
 from model_training.settings import load_config
 from model_training.train import Trainer, train
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint, sha256_file
+from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.registry import load_model
@@ -448,10 +449,16 @@ def test_detector_trains_resumes_and_ships_inside_a_synthesis_model(caches: dict
     combined = tmp_path / "combined"
     assert main(["attach-detector", str(synthesis), str(run), "--out", str(combined)]) == 0
     assert main(["attach-detector", str(synthesis), str(run), "--out", str(combined)]) == 2  # no silent overwrite
+    with pytest.raises(InputError, match="curve kind 'median'"):
+        fit_detection_threshold(combined, caches["train"], "cpu", curve_kind="median")
+    # The ablation's curve averages the truly enhancing voxels only: every voxel the gate confirms is drawn above T.
+    enhancing = fit_detection_threshold(combined, caches["train"], "cpu", curve_kind="enhancing")
+    assert enhancing["curve_kind"] == "enhancing" and min(enhancing["curve"]["enhancement"]) > ENHANCEMENT_THRESHOLD
     assert main(["fit-detection", str(combined), "--data", str(caches["train"]), "--quiet"]) == 0
     record = json.loads((combined / "detection_threshold.json").read_text(encoding="utf-8"))
     curve = record["curve"]
-    assert curve["enhancement"] == sorted(curve["enhancement"]) and min(curve["enhancement"]) >= 0
+    assert record["curve_kind"] == "mean" and curve["enhancement"] == sorted(curve["enhancement"]) and min(curve["enhancement"]) >= 0
+    assert curve["enhancement"] != enhancing["curve"]["enhancement"]
     assert main(["export", str(combined), "--out", str(tmp_path / "shipped.pt")]) == 0
     shipped = load_checkpoint(tmp_path / "shipped.pt")
     assert shipped.config.detector["curve"] == curve and shipped.config.detection_threshold == record["threshold"]

@@ -25,6 +25,7 @@ from typing import Any
 from VirtualContrastLib import INTENDED_USE, MODALITIES
 from VirtualContrastLib.cases import LAYOUTS
 from VirtualContrastLib.cli import run_command
+from VirtualContrastLib.config import CURVE_KINDS
 from VirtualContrastLib.model_info import parse_modalities
 
 from .datacards import TRAINING_DATA
@@ -134,7 +135,7 @@ def cmd_fit_detection(args: argparse.Namespace) -> int:
     from .calibrate import THRESHOLD_NAME, fit_detection_threshold
 
     record = fit_detection_threshold(args.run, args.data, args.device, args.max_cases,
-                                     progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
+                                     progress=None if args.quiet else lambda text: print(text, file=sys.stderr), curve_kind=args.curve)
     print(f"detection threshold {record['threshold']} (mean lesion F1 {record['mean_lesion_f1'][record['threshold']]:.3f}) from "
           f"{len(record['cases'])} training cases in {record['seconds']:.0f} s; written to {args.run / THRESHOLD_NAME} "
           "(export and bundle put it into the checkpoint)")
@@ -294,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", required=True, type=Path, help="prepared training cache folder with labels (cases of other splits are left out)")
     p.add_argument("--max-cases", type=int, help="only the first N labelled training cases (default: all)")
+    p.add_argument("--curve", choices=CURVE_KINDS, default="mean",
+                   help="average the true map of all brain voxels per probability bin (default, the shipped models') or only of the "
+                        "enhancing ones (every confirmed voxel drawn above T; the README's ablation)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-case progress")
     p.set_defaults(func=cmd_fit_detection)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from VirtualContrastLib.calibration import fit_output_map
+from VirtualContrastLib.config import CURVE_KINDS
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import atomic_write
 from VirtualContrastLib.normalization import intensity_range, normalize
@@ -75,25 +76,30 @@ def calibrate_run(run_dir: str | Path, cache_dir: str | Path, device: str = "aut
 
 
 def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: str = "auto", max_cases: int | None = None,
-                            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                            progress: Callable[[str], None] | None = None, curve_kind: str = "mean") -> dict[str, Any]:
     """Fit the detection threshold (and, for a model with a detector, its enhancement curve) of ``run_dir``'s best
     weights on labelled training cases of ``cache_dir``; write and return them.
 
     Each case runs once with nothing gated. The curve (models with a detector) is the mean true subtraction map of
-    the brain voxels in each of :data:`CURVE_BINS` probability bins, pooled over the cases and made non-decreasing
-    (isotonic regression weighted by voxel counts). Then for every threshold of :data:`DETECTION_GRID` the map is
-    gated as the engine gates it (without :func:`gate_enhancement`'s refit of the gated image, a small difference)
-    and scored for lesions found and false blobs against the case's true map.
+    the brain voxels (``curve_kind`` ``mean``) or of the enhancing ones only (``enhancing``: true map above
+    :data:`ENHANCEMENT_THRESHOLD`, so every confirmed voxel is drawn above T) in each of :data:`CURVE_BINS`
+    probability bins, pooled over the cases and made non-decreasing (isotonic regression weighted by voxel counts).
+    Then for every threshold of :data:`DETECTION_GRID` the map is gated as the engine gates it (without
+    :func:`gate_enhancement`'s refit of the gated image, a small difference) and scored for lesions found and false
+    blobs against the case's true map.
     """
     import numpy as np
     import SimpleITK as sitk
 
-    from VirtualContrastLib.enhancement import GATE_CAP, expected_enhancement, lesion_counts, near_tumour, undetected_blobs
+    from VirtualContrastLib.enhancement import (ENHANCEMENT_THRESHOLD, GATE_CAP, expected_enhancement, lesion_counts, near_tumour,
+                                                undetected_blobs)
     from VirtualContrastLib.networks import has_detection
     from VirtualContrastLib.registry import load_model
 
     from .evaluate import array_spacing, synthesis_of_case, true_subtraction
 
+    if curve_kind not in CURVE_KINDS:
+        raise InputError(f"curve kind {curve_kind!r}: choose one of {', '.join(CURVE_KINDS)}")
     run_dir = Path(run_dir)
     if not (run_dir / BEST_NAME).is_file():
         raise InputError(f"{run_dir} has no {BEST_NAME}: train at least one epoch first")
@@ -112,8 +118,9 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
         result = synthesis_of_case(model, case, device)
         brain, true_map = case["mask"] > 0, true_subtraction(case)
         shown, probability = sitk.GetArrayFromImage(result.subtraction), sitk.GetArrayFromImage(result.probability)
-        bins = np.minimum((probability[brain] * CURVE_BINS).astype(int), CURVE_BINS - 1)
-        sums += np.bincount(bins, weights=true_map[brain], minlength=CURVE_BINS)
+        averaged = brain & (true_map > ENHANCEMENT_THRESHOLD) if curve_kind == "enhancing" else brain
+        bins = np.minimum((probability[averaged] * CURVE_BINS).astype(int), CURVE_BINS - 1)
+        sums += np.bincount(bins, weights=true_map[averaged], minlength=CURVE_BINS)
         counts += np.bincount(bins, minlength=CURVE_BINS)
         seen.append((shown.astype(np.float16), probability.astype(np.float16), true_map.astype(np.float16), case["labels"], brain,
                      array_spacing(case)))
@@ -144,8 +151,8 @@ def fit_detection_threshold(run_dir: str | Path, cache_dir: str | Path, device: 
     if not scores:
         raise InputError(f"{cache_dir}: none of its training cases has an enhancing lesion to fit the threshold on")
     best = max(scores, key=lambda t: (scores[t], t))
-    record = {"threshold": best, "mean_lesion_f1": scores, "curve": curve, "cases": case_ids, "cache": str(cache_dir),
-              "checkpoint_sha256": model.sha256, "seconds": round(time.perf_counter() - start, 1)}
+    record = {"threshold": best, "mean_lesion_f1": scores, "curve": curve, "curve_kind": curve_kind, "cases": case_ids,
+              "cache": str(cache_dir), "checkpoint_sha256": model.sha256, "seconds": round(time.perf_counter() - start, 1)}
     with atomic_write(run_dir / THRESHOLD_NAME, ".json") as tmp:
         tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record

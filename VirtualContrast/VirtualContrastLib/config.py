@@ -18,6 +18,11 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {"name": "brain_percentile", "lower": 0.
 DETECTOR_ARCH: dict[str, Any] = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 1,
                                  "dropout": 0.1, "patch": [96, 96, 96]}
 
+#: How a detector's ``curve`` is fitted on training cases (``virtual-contrast-train fit-detection --curve``): the mean
+#: true subtraction map per probability bin over all brain voxels (``mean``, the bundled models') or over the enhancing
+#: ones only (``enhancing``: every confirmed voxel is drawn above T; an ablation, README).
+CURVE_KINDS = ("mean", "enhancing")
+
 
 def check_detector(detector: Any) -> None:
     """Refuse a ``detector`` entry that cannot be built or whose curve is not increasing probabilities with values."""
