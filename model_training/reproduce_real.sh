@@ -41,7 +41,7 @@ data=(--set "data.train=$work/cache/train" --set "data.val=$work/cache/val")
 # model) after commit d18ce54: restored from git history, SHA-256 checked; PHANTOM_FLAIR=FILE names another copy
 # (reproduce_bundled.sh trains it as runs/phantom_lite_flair).
 phantom_flair=${PHANTOM_FLAIR:-$work/runs/phantom_flair.pt}
-if [[ $steps == *" train "* && -z ${PHANTOM_FLAIR:-} ]]; then
+if [[ ($steps == *" train "* || $steps == *" evaluate "*) && -z ${PHANTOM_FLAIR:-} ]]; then
   mkdir -p "$work/runs"
   [[ -f $phantom_flair ]] || { git -C "$repo" show "d18ce54:Resources/Models/vc-hrfcn16-t1-t2-flair.pt" > "$phantom_flair.part" \
     && mv "$phantom_flair.part" "$phantom_flair"; }
@@ -108,6 +108,10 @@ if [[ $steps == *" evaluate "* ]]; then
   virtual-contrast-train export "$combined12" --out "$work/brats_t1t2_detector.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_t1t2_detector.pt" --labels "T1+T2 + detector" \
     --data "$work/cache/val" --table E --out "$results/val_E_t1t2_detector" --device cpu --no-montage --detection-floor "$work/cache/train"
+  for perturbation in bias thick; do
+    virtual-contrast-train evaluate "$work/brats_t1t2_detector.pt" --labels "T1+T2 + detector" --data "$work/cache/val" \
+      --table E --out "$results/val_E_t1t2_detector_$perturbation" --device cpu --no-montage --perturb "$perturbation"
+  done
   # The enhancing-voxel curve (results/real/curve_enhancing/rule.txt: its rule picked it, the look at the images vetoed it).
   virtual-contrast-train export "$combined-enhancing" --out "$work/brats_flair_enhancing.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_flair_enhancing.pt" --labels "round 5 + detector (conditional curve)" --data "$work/cache/val" \
