@@ -451,17 +451,6 @@ def test_the_background_process_brings_the_detectors_probability_back(scene, tmp
     assert np.median(values) == pytest.approx(1 / (1 + np.exp(-2.0)), abs=0.01)
 
 
-def test_a_background_run_without_a_model_name_asks_for_the_automatic_models_outputs(scene):
-    t1, t2 = _case(scene)
-    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, None, SynthesisSettings(device="cpu"), {})
-    args = job.process.args
-    job.cancel()
-    with pytest.raises(CancelledError):
-        job.wait()
-    # real T1+T2: the T1+T2 model trained on real scans, named to the engine, with its detector's probability
-    assert args[args.index("--model") + 1] == "vc-hrfcn16-t1-t2-brats18" and "--probability" in args
-
-
 def test_cancel_kills_the_process_and_leaves_the_scene_clean(scene, tiny_t1_t2_checkpoint):
     t1, t2 = _case(scene)
     nodesBefore = scene.GetNumberOfNodes()

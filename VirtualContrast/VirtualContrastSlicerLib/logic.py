@@ -369,10 +369,7 @@ class SynthesisLogic:
               onFinished: Callable[[SynthesisJob], None] | None = None, keepFiles: bool = False) -> SynthesisJob:
         """Start a background synthesis and return its job (poll it; results arrive when it ends)."""
         settings = settings or SynthesisSettings()
-        phantom = settings.phantomData or sample.isPhantom(inputNodes["t1"])
-        # the automatic choice made here, as the panel makes it, so that the outputs asked for fit the model
-        model = settings.model or self.models.plan("", list(inputNodes), settings.missingPolicy or "error", phantom).model
-        settings = replace(settings, phantomData=phantom, model=model)
+        settings = replace(settings, phantomData=settings.phantomData or sample.isPhantom(inputNodes["t1"]))
         self._refuseRun(inputNodes, maskNode, outputs or {})
         folder = workDirectory()
         try:
