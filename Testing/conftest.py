@@ -19,7 +19,6 @@ from scipy.spatial.transform import Rotation
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.networks import build_network
-from VirtualContrastLib.networks.detector import DETECTOR_PREFIX, build_detector
 from VirtualContrastLib.registry import MODELS_DIR_ENV
 
 
@@ -54,25 +53,6 @@ def tiny_checkpoint(path: Path, inputs: list[str], architecture: str = "hrfcn", 
     torch.manual_seed(seed)
     config = ModelConfig(architecture=architecture, arch_kwargs={"width": 4}, inputs=list(inputs), target=target)
     return save_checkpoint(path, config, build_network(config).state_dict(), {"note": "random weights for tests"})
-
-
-#: A detector small enough for tests: one down-sampling, cubes of 8 x 16 x 16 voxels.
-TINY_DETECTOR = {"channels": [4, 8], "strides": [2], "num_res_units": 0, "dropout": 0.0, "patch": [8, 16, 16]}
-
-
-def detector_checkpoint(path: Path, bias: float, threshold: float = 0.5, curve: dict | None = None) -> tuple[str, dict]:
-    """A random width-4 T1+T2 HR-FCN with a tiny detector whose logit is ``bias`` everywhere, as a half-precision checkpoint."""
-    torch.manual_seed(0)
-    config = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"], detection_threshold=threshold,
-                         detector={"arch": TINY_DETECTOR, **({"curve": curve} if curve else {})})
-    detector = build_detector(2, TINY_DETECTOR)
-    with torch.no_grad():
-        last = [m for m in detector.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)][-1]
-        last.weight.zero_()
-        last.bias.fill_(bias)
-    weights = {**build_network(config).state_dict(), **{DETECTOR_PREFIX + k: v for k, v in detector.state_dict().items()}}
-    save_checkpoint(path, config, weights, {"note": "random weights for tests"}, half=True)
-    return str(path), weights
 
 
 def spread_outputs(network: torch.nn.Module, channels: int, seed: int = 0) -> torch.nn.Module:

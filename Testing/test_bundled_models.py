@@ -73,7 +73,6 @@ def test_file_matches_models_json_and_loads_safely(entry) -> None:
     assert sha256_file(path) == entry.sha256
     payload = torch.load(path, map_location="cpu", weights_only=True)
     assert payload["format"] == FORMAT and payload["config"]["inputs"] == entry.inputs
-    assert entry.detector == (payload["config"].get("detector") is not None)  # what the panel asks the engine to write
     # Half-size weights (issue 25): float16 on disk, float32 once loaded.
     assert {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()} == {torch.float16}
     assert all(p.dtype == torch.float32 for p in load_model(entry.name, device="cpu").network.parameters())

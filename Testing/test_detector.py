@@ -15,8 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import TINY_DETECTOR as TINY
-from conftest import ball, detector_checkpoint, head
+from conftest import ball, head
 from model_training.detector import augment, clinical_score, sample_cube
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
@@ -27,6 +26,7 @@ from VirtualContrastLib.networks.detector import DETECTOR_PREFIX, build_detector
 from VirtualContrastLib.registry import load_model
 from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
+TINY = {"channels": [4, 8], "strides": [2], "num_res_units": 0, "dropout": 0.0, "patch": [8, 16, 16]}
 CURVE = {"probability": [0.1, 0.5, 0.9], "enhancement": [0.0, 0.1, 0.3]}
 
 
@@ -60,8 +60,23 @@ def test_detection_runs_in_cubes_over_the_inputs_only_with_progress_and_cancel()
     assert not detect_volume(network, np.zeros_like(volume), TINY, torch.device("cpu"), None).any()
 
 
+def _model_file(path: Path, bias: float, threshold: float = 0.5, curve: dict | None = None) -> tuple[str, dict]:
+    """A random width-4 HR-FCN with a tiny detector whose logit is ``bias`` everywhere, as a half-precision checkpoint."""
+    torch.manual_seed(0)
+    config = ModelConfig(arch_kwargs={"width": 4}, inputs=["t1", "t2"], detection_threshold=threshold,
+                         detector={"arch": TINY, **({"curve": curve} if curve else {})})
+    detector = build_detector(2, TINY)
+    with torch.no_grad():
+        last = [m for m in detector.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)][-1]
+        last.weight.zero_()
+        last.bias.fill_(bias)
+    weights = {**build_network(config).state_dict(), **{DETECTOR_PREFIX + k: v for k, v in detector.state_dict().items()}}
+    save_checkpoint(path, config, weights, {"note": "random weights for tests"}, half=True)
+    return str(path), weights
+
+
 def test_the_detector_travels_in_the_checkpoint_and_a_mismatch_is_a_one_line_error(tmp_path: Path) -> None:
-    path, weights = detector_checkpoint(tmp_path / "det.pt", 2.0)
+    path, weights = _model_file(tmp_path / "det.pt", 2.0)
     model = load_model(path, device="cpu")
     assert model.detector is not None and not model.detector.training
     for key, value in model.detector.state_dict().items():
@@ -100,7 +115,7 @@ def test_the_curve_raises_enhancement_where_the_detector_says_so_and_image_and_m
 
 def test_synthesis_with_a_detector_returns_its_probability_and_agreeing_outputs(tmp_path: Path) -> None:
     t1, t2 = head(blob=True), head(seed=1)
-    path, _ = detector_checkpoint(tmp_path / "det.pt", 2.0, curve=CURVE)  # p = sigmoid(2) = 0.88 inside the inputs
+    path, _ = _model_file(tmp_path / "det.pt", 2.0, curve=CURVE)  # p = sigmoid(2) = 0.88 inside the inputs
     model = load_model(path, device="cpu")
     seen: list[float] = []
     result = synthesize({"t1": t1, "t2": t2}, model, options=SynthesisOptions(device="cpu", precision="fp32"),
@@ -113,7 +128,7 @@ def test_synthesis_with_a_detector_returns_its_probability_and_agreeing_outputs(
     # The map is the image's own (the engine fits on its working copy of the T1, a few edge voxels apart).
     own = subtraction_map(sitk.GetArrayFromImage(result.synthetic), sitk.GetArrayFromImage(t1), brain)
     np.testing.assert_allclose(shown, own, atol=5e-3)
-    strict_path, _ = detector_checkpoint(tmp_path / "strict.pt", 2.0, threshold=0.95, curve=CURVE)
+    strict_path, _ = _model_file(tmp_path / "strict.pt", 2.0, threshold=0.95, curve=CURVE)
     strict = synthesize({"t1": t1, "t2": t2}, load_model(strict_path, device="cpu"), options=SynthesisOptions(device="cpu", precision="fp32"))
     # A detector that confirms nothing: no voxel of the map reads as enhancement.
     assert sitk.GetArrayFromImage(strict.subtraction).max() <= ENHANCEMENT_THRESHOLD
@@ -128,7 +143,7 @@ def test_the_command_line_writes_the_detectors_probability_on_the_t1_grid_and_re
     t1 = head(blob=True)
     sitk.WriteImage(t1, str(tmp_path / "t1.nii.gz"))
     sitk.WriteImage(head(seed=1), str(tmp_path / "t2.nii.gz"))
-    path, _ = detector_checkpoint(tmp_path / "det.pt", 2.0, curve=CURVE)
+    path, _ = _model_file(tmp_path / "det.pt", 2.0, curve=CURVE)
     args = ["synthesize", "--t1", str(tmp_path / "t1.nii.gz"), "--t2", str(tmp_path / "t2.nii.gz"), "--device", "cpu", "--quiet"]
     assert main([*args, "--model", path, "-o", str(tmp_path / "ce.nii.gz"), "--probability", str(tmp_path / "p.nii.gz")]) == 0
     written = sitk.ReadImage(str(tmp_path / "p.nii.gz"))

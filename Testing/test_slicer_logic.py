@@ -20,7 +20,7 @@ import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VirtualContrast"))
 
-from conftest import detector_checkpoint, head  # noqa: E402
+from conftest import head  # noqa: E402
 from VirtualContrastLib.errors import CancelledError, InputError, VirtualContrastError  # noqa: E402
 from VirtualContrastSlicerLib import inputs, outputs  # noqa: E402
 from VirtualContrastSlicerLib.models import ModelCatalog, imageWarnings  # noqa: E402
@@ -391,38 +391,6 @@ def test_end_to_end_in_process_on_different_grids(scene, tiny_t1_t2_checkpoint):
     assert np.count_nonzero(slicer.util.arrayFromVolume(result.synthetic)[brain]) > 0.5 * brain.sum()
 
 
-def test_a_model_with_a_detector_also_gives_its_probability_as_a_synthetic_overlay(scene, tmp_path, tiny_t1_t2_checkpoint):
-    path, _ = detector_checkpoint(tmp_path / "det.pt", 2.0)  # the detector says p = sigmoid(2) = 0.88 in the head
-    logic = SynthesisLogic(scene)
-    assert logic.models.hasDetector(path) and not logic.models.hasDetector(str(tiny_t1_t2_checkpoint))
-    assert not logic.models.hasDetector("vc-hrfcn16-t1-t2-adc") and logic.models.hasDetector("vc-hrfcn16-t1-t2-brats18")
-    # the background process is asked for it only where the model has one (the engine refuses it otherwise)
-    files = {"t1": Path("t1.nrrd"), "t2": Path("t2.nrrd")}
-    args = logic.commandLine(files, tmp_path, SynthesisSettings(model=path))
-    assert args[args.index("--probability") + 1] == str(tmp_path / "probability.nrrd")
-    assert "--probability" not in logic.commandLine(files, tmp_path, SynthesisSettings(model=str(tiny_t1_t2_checkpoint)))
-
-    t1, t2 = _case(scene)
-    compositeNodes = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(2)]
-    result = logic.process(t1, t2, model=path, device="cpu")
-    probability = result.probability
-    assert probability.GetName() == "case_T1_synthetic_CE_enhancement_probability"
-    assert outputs.isSynthetic(probability) and probability.GetAttribute(outputs.KIND_ATTRIBUTE) == "probability"
-    assert "probability" in probability.GetDescription() and "research" in probability.GetDescription().lower()
-    np.testing.assert_allclose(ijkToRasFromNode(probability), ijkToRasFromNode(t1), atol=1e-6)
-    values = slicer.util.arrayFromVolume(probability)[slicer.util.arrayFromVolume(t1) > 0]
-    assert np.median(values) == pytest.approx(1 / (1 + np.exp(-2.0)), abs=0.01)
-    display = probability.GetDisplayNode()
-    assert (display.GetLowerThreshold(), display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.5, 0.5, 1.0)
-    # the panel's overlay choice shows it over its own synthetic CE-T1
-    outputs.showResult(result.synthetic, "probability", 0.4)
-    assert all(c.GetForegroundVolumeID() == probability.GetID() for c in compositeNodes)
-    assert outputs.applyOverlay(scene, "subtraction", 0.4) == 2
-    assert all(c.GetForegroundVolumeID() == result.subtraction.GetID() for c in compositeNodes)
-    # a model without one leaves no probability node
-    assert logic.process(t1, t2, model=str(tiny_t1_t2_checkpoint), device="cpu").probability is None
-
-
 @pytest.mark.slow
 def test_end_to_end_background_process(scene, tiny_t1_t2_checkpoint):
     t1, t2 = _case(scene)
@@ -436,19 +404,6 @@ def test_end_to_end_background_process(scene, tiny_t1_t2_checkpoint):
     np.testing.assert_allclose(ijkToRasFromNode(result.synthetic), ijkToRasFromNode(t1), atol=1e-6)
     assert outputs.isSynthetic(result.synthetic)
     assert not job.folder.exists()
-
-
-@pytest.mark.slow
-def test_the_background_process_brings_the_detectors_probability_back(scene, tmp_path):
-    path, _ = detector_checkpoint(tmp_path / "det.pt", 2.0)
-    t1, t2 = _case(scene)
-    lines = []
-    job = SynthesisLogic(scene).start({"t1": t1, "t2": t2}, None, SynthesisSettings(model=path, device="cpu"), {}, onLog=lines.append)
-    result = job.wait()
-    assert job.process.returnCode == 0, "\n".join(lines)
-    assert outputs.isSynthetic(result.probability) and outputs.overlayOf(result.synthetic, "probability") is result.probability
-    values = slicer.util.arrayFromVolume(result.probability)[slicer.util.arrayFromVolume(t1) > 0]
-    assert np.median(values) == pytest.approx(1 / (1 + np.exp(-2.0)), abs=0.01)
 
 
 def test_cancel_kills_the_process_and_leaves_the_scene_clean(scene, tiny_t1_t2_checkpoint):

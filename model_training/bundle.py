@@ -157,7 +157,6 @@ def bundle_run(run_dir: str | Path, name: str, models_dir: str | Path, descripti
         "inputs": config["inputs"], "output": config["target"], "role": role, "description": description,
         "intended_use": INTENDED_USE, "card": card_name, "training_data": training_data,
         "cpu_seconds_per_volume": round(cpu_seconds, 1) if cpu_seconds else None, "gpu_seconds_per_volume": None,
-        "detector": config.get("detector") is not None,
     }
     index_path = models_dir / "models.json"
     index = _read_index(index_path)

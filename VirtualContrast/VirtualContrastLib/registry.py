@@ -52,8 +52,6 @@ class ModelEntry:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     cpu_seconds_per_volume: float | None = None
     gpu_seconds_per_volume: float | None = None
-    #: The checkpoint carries an enhancement detector: runs can write its probability map too.
-    detector: bool = False
 
 
 @dataclass

@@ -15,7 +15,7 @@ __all__ = ["DEFAULT_OVERLAP", "DEVICES", "LABELS", "MISSING_POLICIES", "OVERLAYS
            "settingsKey"]
 
 #: Overlay shown over the synthetic CE-T1.
-OVERLAYS = ("subtraction", "probability", "uncertainty", "none")
+OVERLAYS = ("subtraction", "uncertainty", "none")
 
 #: What the panel shows for each value (combo boxes otherwise show the raw identifiers).
 LABELS: dict[str, dict[str, str]] = {
@@ -31,7 +31,6 @@ LABELS: dict[str, dict[str, str]] = {
     },
     "overlay": {
         "subtraction": "Enhancement (subtraction map)",
-        "probability": "Enhancement probability (detector)",
         "uncertainty": "Uncertainty",
         "none": "None",
     },

@@ -71,8 +71,6 @@ class SynthesisOutputs:
     uncertainty: "slicer.vtkMRMLScalarVolumeNode | None"
     modelName: str
     notes: list[str] = field(default_factory=list)
-    #: The enhancement detector's probability map (models with a detector).
-    probability: "slicer.vtkMRMLScalarVolumeNode | None" = None
 
 
 @dataclass
@@ -353,8 +351,6 @@ class SynthesisLogic:
         args += ["-o", str(folder / "synthetic.nrrd"), "--subtraction", str(folder / "subtraction.nrrd")]
         if settings.uncertainty:
             args += ["--uncertainty", str(folder / "uncertainty.nrrd")]
-        if self.models.hasDetector(settings.model):
-            args += ["--probability", str(folder / "probability.nrrd")]
         if settings.model:
             args += ["--model", settings.model]
         if settings.phantomData:
@@ -402,8 +398,7 @@ class SynthesisLogic:
         auxiliaries = synthesis.load_auxiliaries(model, images, options.missing_policy)
         result = synthesis.synthesize(images, model, brain_mask=mask, options=options, progress=onProgress, cancel=cancel,
                                       auxiliaries=auxiliaries)
-        results = {"synthetic": result.synthetic, "subtraction": result.subtraction, "uncertainty": result.uncertainty,
-                   "probability": result.probability}
+        results = {"synthetic": result.synthetic, "subtraction": result.subtraction, "uncertainty": result.uncertainty}
         return self.storeResults(results, inputNodes["t1"], dict(outputs or {}), result.model_name or model.name,
                                  modelNotes + list(result.notes))
 
@@ -426,7 +421,7 @@ class SynthesisLogic:
     def importResults(self, folder: Path, t1Node, outputs: dict, modelName: str, notes: list[str]) -> SynthesisOutputs:
         """Read the result files of a finished process and store them in the scene."""
         results = {}
-        for kind in ("synthetic", "subtraction", "uncertainty", "probability"):
+        for kind in ("synthetic", "subtraction", "uncertainty"):
             path = folder / f"{kind}.nrrd"
             results[kind] = sitk.ReadImage(str(path)) if path.is_file() else None
         if results["synthetic"] is None or results["subtraction"] is None:
@@ -455,19 +450,16 @@ class SynthesisLogic:
                 if node is None:
                     created.append(nodes[kind])
             outputNodes.configureSubtractionDisplay(nodes["subtraction"], *outputNodes.enhancementScale())
-            if nodes.get("uncertainty") is not None:
+            if nodes["uncertainty"] is not None:
                 outputNodes.configureUncertaintyDisplay(nodes["uncertainty"])
-            if nodes.get("probability") is not None:
-                outputNodes.configureSubtractionDisplay(nodes["probability"], *outputNodes.PROBABILITY_SCALE)
-            outputNodes.linkOverlays(nodes["synthetic"], nodes)
+            outputNodes.linkOverlays(nodes["synthetic"], nodes["subtraction"], nodes["uncertainty"])
         except Exception:
             for node in created:
                 removeNodeWithDependents(node)
             for backup in overwritten:
                 backup.restore()
             raise
-        return SynthesisOutputs(nodes["synthetic"], nodes["subtraction"], nodes.get("uncertainty"), modelName, notes,
-                                nodes.get("probability"))
+        return SynthesisOutputs(nodes["synthetic"], nodes["subtraction"], nodes["uncertainty"], modelName, notes)
 
     def process(self, t1, t2=None, adc=None, flair=None, mask=None, model: str | None = None, device: str = "auto",
                 overlap: float | None = None, uncertainty: bool = False, missingPolicy: str | None = None,

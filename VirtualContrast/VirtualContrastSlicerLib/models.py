@@ -82,27 +82,24 @@ class ModelCatalog:
     """
 
     def __init__(self) -> None:
-        self._checkpoints: dict[tuple[str, int, int], tuple[list[str] | None, bool, str | None]] = {}
+        self._checkpoints: dict[tuple[str, int, int], tuple[list[str] | None, str | None]] = {}
 
-    def _readCheckpoint(self, path: str) -> tuple[list[str] | None, bool, str | None]:
-        """(inputs, has a detector, problem) of a checkpoint file; (None, False, None) when torch is not installed yet to read it."""
+    def _readCheckpoint(self, path: str) -> tuple[list[str] | None, str | None]:
+        """(inputs, problem) of a checkpoint file; (None, None) when torch is not installed yet to read it."""
         try:
             stat = os.stat(path)
         except OSError:
-            return None, False, f"checkpoint not found: {path}"
+            return None, f"checkpoint not found: {path}"
         key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._checkpoints:
             try:
                 from VirtualContrastLib.checkpoints import load_checkpoint
-                from VirtualContrastLib.networks import has_detection
 
-                config = load_checkpoint(path).config
-                # a detector network or a detection head: either gives the engine a probability to write
-                self._checkpoints[key] = (list(config.inputs), config.detector is not None or has_detection(config), None)
+                self._checkpoints[key] = (list(load_checkpoint(path).config.inputs), None)
             except ImportError:
-                return None, False, None
+                return None, None
             except CheckpointError as error:
-                self._checkpoints[key] = (None, False, str(error))
+                self._checkpoints[key] = (None, str(error))
         return self._checkpoints[key]
 
     def inputs(self, model: str) -> list[str] | None:
@@ -116,14 +113,7 @@ class ModelCatalog:
 
     def checkpointProblem(self, path: str) -> str | None:
         """Why a checkpoint file cannot be used, or None (also None when torch is not installed yet to check it)."""
-        return self._readCheckpoint(path)[2]
-
-    def hasDetector(self, model: str | None) -> bool:
-        """Whether the model carries an enhancement detector, so that a run writes its probability map too."""
-        if not model:
-            return False
-        entry = registry.find_model(model)
-        return entry.detector if entry is not None else self._readCheckpoint(model)[1]
+        return self._readCheckpoint(path)[1]
 
     @staticmethod
     def preprocessing(model: str | None) -> dict:

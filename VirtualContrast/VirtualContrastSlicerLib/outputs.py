@@ -20,22 +20,17 @@ OUTPUT_SUFFIXES = {
     "synthetic": "_synthetic_CE",
     "subtraction": "_synthetic_CE_subtraction",
     "uncertainty": "_synthetic_CE_uncertainty",
-    "probability": "_synthetic_CE_enhancement_probability",
 }
 
 _DESCRIPTIONS = {
     "synthetic": "Synthetic contrast-enhanced T1",
     "subtraction": "Synthetic enhancement map (synthetic CE-T1 minus pre-contrast T1)",
     "uncertainty": "Voxel-wise uncertainty of the synthetic contrast-enhanced T1",
-    "probability": "Enhancement detector's probability that each voxel enhances",
 }
 
 ENHANCEMENT_COLOR_NAME = "VirtualContrastEnhancement"
 #: Node reference roles from a synthetic CE-T1 to the maps made with it.
-OVERLAY_REFERENCES = {"subtraction": "VirtualContrastSubtraction", "uncertainty": "VirtualContrastUncertainty",
-                      "probability": "VirtualContrastProbability"}
-#: The probability overlay's colour scale: transparent below an even chance, full colour at certainty.
-PROBABILITY_SCALE = (0.5, 1.0)
+OVERLAY_REFERENCES = {"subtraction": "VirtualContrastSubtraction", "uncertainty": "VirtualContrastUncertainty"}
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 
 
@@ -111,12 +106,10 @@ def enhancementScale() -> tuple[float, float]:
 
 
 def scaleLegend(threshold: float, top: float) -> str:
-    """The panel's legend of the overlay colour scales (``threshold`` and ``top`` in map units)."""
-    low, high = PROBABILITY_SCALE
+    """The panel's legend of an overlay colour scale (``threshold`` and ``top`` in map units)."""
     return (f"Enhancement overlay, the same scale for every case: transparent below {threshold:g} (the engine's detection "
             f"threshold), dark red at {threshold:g} to yellow at {top:g} and above. Unit: fraction of the synthetic CE-T1's "
-            f"brain intensity range. Probability overlay (models with an enhancement detector): dark red at {low:g} to "
-            f"yellow at {high:g}, transparent below {low:g}.")
+            "brain intensity range.")
 
 
 def configureSubtractionDisplay(node: "slicer.vtkMRMLScalarVolumeNode", threshold: float, top: float) -> None:
@@ -141,15 +134,15 @@ def configureUncertaintyDisplay(node: "slicer.vtkMRMLScalarVolumeNode") -> None:
         node.GetDisplayNode().SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
 
 
-def linkOverlays(synthetic: "slicer.vtkMRMLScalarVolumeNode", maps: dict[str, "slicer.vtkMRMLScalarVolumeNode | None"]) -> None:
-    """Record on the synthetic CE-T1 which maps (``OVERLAY_REFERENCES`` kind -> node or None) belong to it (saved with the scene)."""
-    for overlay, role in OVERLAY_REFERENCES.items():
-        node = maps.get(overlay)
-        synthetic.SetNodeReferenceID(role, node.GetID() if node is not None else None)
+def linkOverlays(synthetic: "slicer.vtkMRMLScalarVolumeNode", subtraction: "slicer.vtkMRMLScalarVolumeNode | None",
+                 uncertainty: "slicer.vtkMRMLScalarVolumeNode | None") -> None:
+    """Record on the synthetic CE-T1 which maps belong to it (saved with the scene)."""
+    for overlay, node in (("subtraction", subtraction), ("uncertainty", uncertainty)):
+        synthetic.SetNodeReferenceID(OVERLAY_REFERENCES[overlay], node.GetID() if node is not None else None)
 
 
 def overlayOf(synthetic: "slicer.vtkMRMLNode", overlay: str) -> "slicer.vtkMRMLNode | None":
-    """The ``overlay`` map ("subtraction", "uncertainty", "probability"; None for "none") made with this synthetic CE-T1."""
+    """The ``overlay`` map ("subtraction", "uncertainty"; None for "none") made with this synthetic CE-T1."""
     role = OVERLAY_REFERENCES.get(overlay)
     return synthetic.GetNodeReference(role) if role else None
 
