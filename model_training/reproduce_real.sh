@@ -93,32 +93,29 @@ if [[ $steps == *" calibrate "* ]]; then
   done
 fi
 
+# Export a run with a detector and score it on the 8 val cases beside the three floors; with "robust", also with each
+# input perturbation (into OUT_bias, OUT_thick).
+score() {  # RUN CHECKPOINT LABEL OUT [robust]
+  virtual-contrast-train export "$1" --out "$2" --overwrite
+  virtual-contrast-train evaluate "$2" --labels "$3" --data "$work/cache/val" --table E --out "$4" --device cpu --no-montage \
+    --detection-floor "$work/cache/train"
+  [[ ${5:-} == robust ]] || return 0
+  for perturbation in bias thick; do
+    virtual-contrast-train evaluate "$2" --labels "$3" --data "$work/cache/val" --table E --out "$4_$perturbation" --device cpu \
+      --no-montage --perturb "$perturbation"
+  done
+}
+
 if [[ $steps == *" evaluate "* ]]; then
   # Round 5 + detector (the bundled default) and the three floors; its rule's gate is passed, so the bundle step ships it.
   # (val_E_detector, _gate0, _bias and _thick are the records of the two earlier gates, which held the map down
   # wherever p was low; the engine now removes only unconfirmed regions: val_E_detector_blob.)
-  virtual-contrast-train export "$combined" --out "$work/brats_flair_detector.pt" --overwrite
-  virtual-contrast-train evaluate "$work/brats_flair_detector.pt" --labels "round 5 + detector" \
-    --data "$work/cache/val" --table E --out "$results/val_E_detector_blob" --device cpu --no-montage --detection-floor "$work/cache/train"
-  for perturbation in bias thick; do
-    virtual-contrast-train evaluate "$work/brats_flair_detector.pt" --labels "round 5 + detector" --data "$work/cache/val" \
-      --table E --out "$results/val_E_detector_blob_$perturbation" --device cpu --no-montage --perturb "$perturbation"
-  done
+  score "$combined" "$work/brats_flair_detector.pt" "round 5 + detector" "$results/val_E_detector_blob" robust
   # The T1+T2 model with its detector (bundled: it passes the rule in configs/brats_t1t2_round5.json).
-  virtual-contrast-train export "$combined12" --out "$work/brats_t1t2_detector.pt" --overwrite
-  virtual-contrast-train evaluate "$work/brats_t1t2_detector.pt" --labels "T1+T2 + detector" \
-    --data "$work/cache/val" --table E --out "$results/val_E_t1t2_detector" --device cpu --no-montage --detection-floor "$work/cache/train"
-  for perturbation in bias thick; do
-    virtual-contrast-train evaluate "$work/brats_t1t2_detector.pt" --labels "T1+T2 + detector" --data "$work/cache/val" \
-      --table E --out "$results/val_E_t1t2_detector_$perturbation" --device cpu --no-montage --perturb "$perturbation"
-  done
+  score "$combined12" "$work/brats_t1t2_detector.pt" "T1+T2 + detector" "$results/val_E_t1t2_detector" robust
   # The enhancing-voxel curve (results/real/curve_enhancing/rule.txt: its rule picked it, the look at the images vetoed it).
-  virtual-contrast-train export "$combined-enhancing" --out "$work/brats_flair_enhancing.pt" --overwrite
-  virtual-contrast-train evaluate "$work/brats_flair_enhancing.pt" --labels "round 5 + detector (conditional curve)" --data "$work/cache/val" \
-    --table E --out "$results/curve_enhancing/val_E_flair" --device cpu --no-montage --detection-floor "$work/cache/train"
-  virtual-contrast-train export "$combined12-enhancing" --out "$work/brats_t1t2_enhancing.pt" --overwrite
-  virtual-contrast-train evaluate "$work/brats_t1t2_enhancing.pt" --labels "T1+T2 + detector (conditional curve)" --data "$work/cache/val" \
-    --table E --out "$results/curve_enhancing/val_E_t1t2" --device cpu --no-montage --detection-floor "$work/cache/train"
+  score "$combined-enhancing" "$work/brats_flair_enhancing.pt" "round 5 + detector (conditional curve)" "$results/curve_enhancing/val_E_flair"
+  score "$combined12-enhancing" "$work/brats_t1t2_enhancing.pt" "T1+T2 + detector (conditional curve)" "$results/curve_enhancing/val_E_t1t2"
   # The residual + detection run (its rule's gate: not passed, so not bundled) against round 5 and the three floors.
   virtual-contrast-train export "$rundet" --out "$work/brats_flair_resdet.pt" --overwrite
   virtual-contrast-train evaluate "$work/brats_flair_resdet.pt" vc-hrfcn16-t1-t2-flair-brats18 \
