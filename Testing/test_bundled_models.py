@@ -51,7 +51,7 @@ def synthesized(name: str) -> np.ndarray:
 def test_the_registry_ships_the_promised_models() -> None:
     synthesis = {tuple(e.inputs) for e in ENTRIES if e.role == "synthesis"}
     auxiliary = {e.output for e in ENTRIES if e.role == "auxiliary"}
-    assert {("t1", "t2", "adc"), ("t1", "t2", "flair"), ("t1", "t2")} <= synthesis
+    assert {("t1", "t2", "adc"), ("t1", "t2", "flair")} <= synthesis
     assert auxiliary == {"t2", "adc"}
     # On phantom images (the demo) the phantom-trained ADC model; on real scans with every input, or with
     # T1+T2+FLAIR, the model trained on real scans (issue 13).
@@ -59,10 +59,6 @@ def test_the_registry_ships_the_promised_models() -> None:
     for given in (MODALITIES, ["t1", "t2", "flair"]):
         entry = default_model_for(given)
         assert entry.inputs == ["t1", "t2", "flair"] and entry.training_data == "brats2018"
-    # Real T1+T2 (+ADC) scans get the T1+T2 model trained on real scans (issue 23, item 6).
-    for given in (["t1", "t2"], ["t1", "t2", "adc"]):
-        entry = default_model_for(given)
-        assert entry.inputs == ["t1", "t2"] and entry.training_data == "brats2018"
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])

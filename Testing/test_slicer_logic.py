@@ -438,7 +438,6 @@ def test_engine_errors_reach_the_caller_as_one_clear_message(scene, tmp_path):
 
 
 REAL = "vc-hrfcn16-t1-t2-flair-brats18"
-REAL_T1_T2 = "vc-hrfcn16-t1-t2-brats18"
 PHANTOM = "vc-hrfcn16-t1-t2-adc"
 
 
@@ -446,15 +445,12 @@ PHANTOM = "vc-hrfcn16-t1-t2-adc"
     # on real scans only the model trained on real scans, for a subset of the inputs or with missing inputs filled
     (["t1", "t2", "flair"], "error", False, REAL, []),
     (["t1", "t2", "adc", "flair"], "auxiliary", False, REAL, []),
-    (["t1", "t2"], "error", False, REAL_T1_T2, []),
-    (["t1", "t2", "adc"], "error", False, REAL_T1_T2, []),
-    (["t1"], "zeros", False, REAL_T1_T2, ["t2"]),
-    # on the phantom the phantom-trained model where it can run on what is given; the one using the most given inputs
-    # otherwise (a phantom T1+T2 gets the T1+T2 model, whatever it was trained on), the fewest inputs to fill
+    (["t1", "t2"], "zeros", False, REAL, ["flair"]),
+    (["t1"], "zeros", False, REAL, ["t2", "flair"]),
+    # on the phantom the phantom-trained models, as before
     (["t1", "t2", "adc"], "error", True, PHANTOM, []),
-    (["t1", "t2", "adc", "flair"], "error", True, PHANTOM, []),
-    (["t1", "t2"], "auxiliary", True, REAL_T1_T2, []),
-    (["t1"], "auxiliary", True, REAL_T1_T2, ["t2"]),
+    (["t1", "t2"], "auxiliary", True, PHANTOM, ["adc"]),
+    (["t1"], "auxiliary", True, PHANTOM, ["t2", "adc"]),
 ])
 def test_automatic_model_plans_use_the_missing_input_policy(given, policy, phantom, model, missing):
     plan = ModelCatalog().plan("", given, policy, phantom)
@@ -466,8 +462,6 @@ def test_the_plan_says_which_inputs_are_ignored_and_warns_of_phantom_only_models
     catalog = ModelCatalog()
     plan = catalog.plan("", ["t1", "t2", "adc", "flair"], "error")
     assert plan.notes == [f"Model {REAL} uses T1+T2+FLAIR; ignored: ADC."] and plan.warnings == []
-    plan = catalog.plan("", ["t1", "t2", "adc"], "error")
-    assert plan.notes == [f"Model {REAL_T1_T2} uses T1+T2; ignored: ADC."] and plan.warnings == []
     named = catalog.plan(PHANTOM, ["t1", "t2", "adc"], "error")
     assert named.possible and len(named.warnings) == 1 and "trained on phantoms only" in named.warnings[0]
     assert catalog.plan(PHANTOM, ["t1", "t2", "adc"], "error", phantom=True).warnings == []
@@ -476,9 +470,12 @@ def test_the_plan_says_which_inputs_are_ignored_and_warns_of_phantom_only_models
 
 
 @pytest.mark.parametrize("model, given, policy, fragment", [
-    ("", ["t1"], "error", f"No bundled model trained on real scans works with T1: load T2 ({REAL_T1_T2} needs T1+T2)"),
+    ("", ["t1"], "error", "No bundled model trained on real scans works with T1: load T2+FLAIR"),
+    ("", ["t1", "t2", "adc"], "error", f"load FLAIR ({REAL} needs T1+T2+FLAIR), or name a model to run it anyway "
+                                       f"(trained on phantoms only: {PHANTOM})"),
+    ("", ["t1", "t2"], "auxiliary", "load FLAIR"),
     ("", ["t2", "adc"], "zeros", "pre-contrast T1"),
-    (REAL, ["t1", "t2"], "auxiliary", "No bundled auxiliary model predicts FLAIR"),
+    ("vc-hrfcn16-t1-t2-flair", ["t1", "t2"], "auxiliary", "No bundled auxiliary model predicts FLAIR"),
     (PHANTOM, ["t1", "t2"], "error", "Select ADC"),
 ])
 def test_impossible_runs_are_refused_with_the_reason(model, given, policy, fragment):

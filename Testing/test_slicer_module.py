@@ -583,31 +583,29 @@ def test_synthesize_is_refused_for_input_sets_no_model_accepts(release, scene):
     logic = release.module.VirtualContrastLogic()
     parameterNode = logic.getParameterNode()
     parameterNode.t1 = _volume("T1")
-    with pytest.raises(release.module.InputError, match="No bundled model trained on real scans works with T1: load T2 "
-                                                        "\\(vc-hrfcn16-t1-t2-brats18 needs T1\\+T2\\)"):
+    with pytest.raises(release.module.InputError, match="No bundled model trained on real scans works with T1: load T2\\+FLAIR"):
         logic.requestFromParameters(parameterNode)
     parameterNode.t2, parameterNode.adc = _volume("T2"), _volume("ADC")
-    # a real T1+T2+ADC: the T1+T2 model trained on real scans, ADC ignored (issue 23, item 6)
-    request = logic.requestFromParameters(parameterNode)
-    assert request.settings.model == "vc-hrfcn16-t1-t2-brats18" and set(request.inputNodes) == {"t1", "t2"}
-    assert logic.models.plan("", ["t1", "t2", "adc"], "error").notes == ["Model vc-hrfcn16-t1-t2-brats18 uses T1+T2; ignored: ADC."]
-    # the phantom-trained ADC model runs when named, under the warning
+    # a real T1+T2+ADC: no automatic phantom-trained model; the message says what to load or which model to name
+    with pytest.raises(release.module.InputError, match="load FLAIR .*, or name a model to run it anyway \\(trained on phantoms only: "
+                                                        "vc-hrfcn16-t1-t2-adc\\)"):
+        logic.requestFromParameters(parameterNode)
+    # named, it runs, under the warning
     parameterNode.model = "vc-hrfcn16-t1-t2-adc"
     assert logic.requestFromParameters(parameterNode).settings.model == "vc-hrfcn16-t1-t2-adc"
     plan = logic.models.plan(parameterNode.model, ["t1", "t2", "adc"], "error")
     assert "trained on phantoms only" in " ".join(plan.warnings)
-    # zero-filling a missing T2 is the user's choice: "Automatic" then resolves to the real-data T1+T2 model
-    parameterNode.model, parameterNode.t2, parameterNode.adc = release.module.AUTOMATIC_MODEL, None, None
-    parameterNode.missingPolicy = "zeros"
+    # zero-filling the FLAIR is the user's choice: "Automatic" then resolves to the real-data model
+    parameterNode.model, parameterNode.adc, parameterNode.missingPolicy = release.module.AUTOMATIC_MODEL, None, "zeros"
     request = logic.requestFromParameters(parameterNode)
-    assert request.settings.model == "vc-hrfcn16-t1-t2-brats18" and request.settings.missingPolicy == "zeros"
-    assert set(request.inputNodes) == {"t1"}
-    args = logic.commandLine({"t1": Path("t1.nrrd")}, Path("out"), request.settings)
-    assert args[args.index("--model") + 1] == "vc-hrfcn16-t1-t2-brats18" and args[args.index("--missing") + 1] == "zeros"
+    assert request.settings.model == "vc-hrfcn16-t1-t2-flair-brats18" and request.settings.missingPolicy == "zeros"
+    assert set(request.inputNodes) == {"t1", "t2"}
+    args = logic.commandLine({"t1": Path("t1.nrrd"), "t2": Path("t2.nrrd")}, Path("out"), request.settings)
+    assert args[args.index("--model") + 1] == "vc-hrfcn16-t1-t2-flair-brats18" and args[args.index("--missing") + 1] == "zeros"
     assert "--phantom-data" not in args
     # an input chosen as an output is refused too
-    parameterNode.outputVolume = parameterNode.t1
-    with pytest.raises(release.module.InputError, match="T1 input"):
+    parameterNode.outputVolume = parameterNode.t2
+    with pytest.raises(release.module.InputError, match="T2 input"):
         logic.requestFromParameters(parameterNode)
 
 

@@ -282,7 +282,7 @@ def test_the_model_list_fits_a_terminal_and_names_what_each_model_was_trained_on
     lines = capsys.readouterr().out.splitlines()
     table = [line for line in lines if line.startswith("vc-")]
     assert len(table) == 5 and max(len(line) for line in table) <= 160
-    assert sum("brats2018" in line for line in table) == 2 and sum("phantoms only" in line for line in table) == 3
+    assert any("brats2018" in line for line in table) and sum("phantoms only" in line for line in table) == 4
 
 
 def test_model_descriptions_are_written_for_users():

@@ -106,7 +106,7 @@ def helpText() -> str:
 
 ACKNOWLEDGEMENT = (
     "Method: Chen et al., 'Synthesizing MR Image Contrast Enhancement Using 3D High-resolution ConvNets', IEEE Transactions "
-    "on Biomedical Engineering, 2022. The real-data models were trained on the BraTS 2018 data (Menze et al., IEEE TMI 2015; "
+    "on Biomedical Engineering, 2022. The real-data model was trained on the BraTS 2018 data (Menze et al., IEEE TMI 2015; "
     "Bakas et al., Scientific Data 2017; Bakas et al., arXiv:1811.02629). The phantom's anatomy is the MNI152 template "
     "(ICBM 2009, Fonov et al., NeuroImage 2011), as distributed with nilearn. PyTorch is provided by the PyTorch extension."
 )

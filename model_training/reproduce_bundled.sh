@@ -75,6 +75,9 @@ if [[ $steps == *" bundle "* ]]; then
 "${train[@]}" bundle "$runs/phantom_enh_round6" --name vc-hrfcn16-t1-t2-adc --replace --models-dir "$models" \
   --evaluation "$results/enhancement/table_E.md" \
   --description "Default model: 3D HR-FCN (width 16) from T1 + T2 + ADC: phantom_lite fine-tuned for enhancement (phantom_enh.json, then phantom_enh_round5.json and phantom_enh_round6.json); see the model card's evaluation."
+"${train[@]}" bundle "$runs/phantom_lite_flair" --name vc-hrfcn16-t1-t2-flair --replace --models-dir "$models" \
+  --evaluation "$results/table_III/table_III.md" \
+  --description "3D HR-FCN (width 16, 3.4 M parameters) from T1 + T2 + FLAIR (BraTS-style inputs, for data without ADC): the default model after its first 12 epochs, fine-tuned for 10 epochs with FLAIR in place of ADC on the same 32 physics-phantom cases on 2 CPU cores (trained from scratch in the same budget it stayed below the identity floor). On held-out phantoms it beats the identity floor in the brain and, faintly, in enhancing tumour; it scores below the ADC model in the brain. CPU time: median of 3 virtual-contrast bench runs (bf16, overlap 1/3, no brain crop)."
 "${train[@]}" bundle "$runs/aux_t1_to_t2" --name vc-aux-t1-to-t2 --replace --models-dir "$models" --role auxiliary \
   --description "Auxiliary model (paper section IV-E): predicts a missing T2 from the T1 (HR-FCN width 8); trained on physics phantoms on 2 CPU cores."
 "${train[@]}" bundle "$runs/aux_t1_to_adc" --name vc-aux-t1-to-adc --replace --models-dir "$models" --role auxiliary \
