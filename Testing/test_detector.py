@@ -166,12 +166,15 @@ def test_training_cubes_centre_on_enhancing_tumour_half_the_time_and_augmentatio
     shape = (40, 40, 40)
     brain = ball(shape, (20, 20, 20), 18)
     target = ball(shape, (10, 20, 20), 3).astype(np.float32)
-    case = {"inputs": np.stack([np.where(brain, 0.5, 0.0)] * 2).astype(np.float32), "brain": brain, "target": target}
+    rest = ball(shape, (10, 20, 20), 5) & ~target.astype(bool)
+    case = {"inputs": np.stack([np.where(brain, 0.5, 0.0)] * 2).astype(np.float32), "brain": brain, "target": target, "rest": rest}
     rng = np.random.default_rng(0)
     cubes = [sample_cube(case, (16, 16, 16), rng) for _ in range(200)]
     with_tumour = np.mean([c[2].any() for c in cubes])
     assert 0.45 < with_tumour < 0.8  # half centred on it, a few more reach it by chance
-    inputs, cube_brain, _ = cubes[0]
+    # The rest of the tumour travels with the cube, flips included: it rings the enhancing target and never overlaps it.
+    assert all(not (c[3] & (c[2] > 0)).any() for c in cubes) and all(c[3].any() for c in cubes if c[2].any())
+    inputs, cube_brain, _, _ = cubes[0]
     assert inputs.shape == (2, 16, 16, 16) and not inputs[:, ~cube_brain].any()
     changed = [augment(inputs, cube_brain, np.random.default_rng(seed)) for seed in range(6)]
     assert any(not np.allclose(c, inputs) for c in changed)

@@ -14,6 +14,7 @@ from VirtualContrastLib.enhancement import (
     DETECTION_FRACTION,
     THRESHOLD_BINS,
     enhancement_metrics,
+    near_tumour,
     subtraction_map,
     threshold_histograms,
     youden_threshold,
@@ -87,6 +88,15 @@ def test_lesion_detection_and_false_blobs_follow_their_definitions(phantom):
     extra = enhancement_metrics(invented, truth, seg, mask, spacing, threshold=0.2)
     assert extra["blobs"] == perfect["blobs"] + 1 and extra["false_blobs"] == 1
     assert extra["false_blob_ml"] == pytest.approx(27 * SPACING**3 / 1000)
+    far = mask & ~near_tumour(seg > 0, spacing)
+    assert perfect["far_false_colour"] == blank["far_false_colour"] == 0.0
+    assert extra["far_false_colour"] == pytest.approx(27 / np.count_nonzero(far))
+    # A glow over half the brain is at most one blob (none when it touches the tumour); far false colour counts every far
+    # voxel it colours where the true map does not enhance.
+    glow = np.where(np.arange(truth.shape[2]) < truth.shape[2] // 2, 0.3, 0.0)[None, None, :] * mask + truth
+    glowing = enhancement_metrics(glow, truth, seg, mask, spacing, threshold=0.2)
+    half = far & (np.arange(truth.shape[2]) < truth.shape[2] // 2)[None, None, :] & (truth <= 0.2) & (glow > 0.2)
+    assert glowing["far_false_colour"] == pytest.approx(np.count_nonzero(half) / np.count_nonzero(far)) and glowing["far_false_colour"] > 0.2
     # The same cube on the tumour is no blob outside the tumour.
     on_tumour = np.zeros_like(truth)
     zt, yt, xt = np.argwhere(seg == 3)[0]

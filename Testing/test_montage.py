@@ -31,3 +31,20 @@ def test_grey_window_uses_the_mask_and_never_collapses():
     low, high = grey_window(image, mask)
     assert 1 <= low < high <= 15
     assert grey_window(np.ones((4, 4)), np.ones((4, 4), bool)) == (1.0, 2.0)
+
+
+def test_overlay_panel_colours_only_what_slicer_colours(tmp_path):
+    """An overlay panel is drawn as Slicer's overlay: transparent up to the threshold, dark red to yellow above it."""
+    from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD
+
+    black = np.zeros((32, 32), np.float32)
+    brain = np.ones((32, 32), bool)
+
+    def coloured(value: float) -> int:
+        overlay = np.full((32, 32), value, np.float32)
+        path = write_montage([[Panel("overlay", black, brain=brain, overlay=overlay)]], tmp_path / f"{value}.png", "SYNTHETIC test")
+        pixels = imread(path)[..., :3]
+        return int(((pixels[..., 0] > 0.25) & (pixels[..., 0] > 2 * pixels[..., 2])).sum())
+
+    assert coloured(0.9 * ENHANCEMENT_THRESHOLD) == 0
+    assert coloured(0.3) > 500

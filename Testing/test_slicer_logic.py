@@ -239,7 +239,7 @@ def _overlayDrawn(logic, offset: float) -> np.ndarray:
 def test_overlay_colours_enhancement_in_absolute_map_units_as_the_slice_view_draws_it(scene):
     import vtk.util.numpy_support  # noqa: F401
 
-    from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD
+    from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, OVERLAY_COLOURS
 
     # the application's colour logic puts the default colour tables (grey for volumes) into its scene
     slicer.vtkMRMLColorLogic().SetMRMLScene(scene)
@@ -269,6 +269,10 @@ def test_overlay_colours_enhancement_in_absolute_map_units_as_the_slice_view_dra
     assert not _overlayDrawn(views["lesion"], 5.0).any()
     # the colour node is reused, not duplicated, on the next run
     assert len([n for n in scene.GetNodesByName(outputs.ENHANCEMENT_COLOR_NAME)]) == 1
+    # its colours are the engine's, which the montages' overlay panels draw too
+    colours = scene.GetFirstNodeByName(outputs.ENHANCEMENT_COLOR_NAME).GetColorTransferFunction()
+    for position, rgb in OVERLAY_COLOURS:
+        assert colours.GetColor(position) == pytest.approx(rgb)
 
 
 def test_the_panel_legend_states_the_scale():

@@ -320,6 +320,7 @@ def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, bundled_models
     assert report["model"] == "tiny-all" and {"brain", "enhancing_tumour", "whole_tumour"} <= set(report["metrics"])
     assert "identity_psnr" in report["metrics"]["brain"] and "linear_psnr" in report["metrics"]["brain"] and "wall time" in out
     assert set(report["enhancement"]) == {"synthetic", "identity", "linear"} and "lesion_sensitivity" in report["enhancement"]["synthetic"]
+    assert report["enhancement"]["identity"]["far_false_colour"] == 0.0  # the T1 colours nothing
 
 
 def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):

@@ -28,6 +28,7 @@ from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint, sha
 from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.networks import build_network
+from VirtualContrastLib.networks.detector import build_detector
 from VirtualContrastLib.registry import load_model
 from VirtualContrastLib.synthesis import SynthesisOptions, synthesize
 
@@ -443,6 +444,20 @@ def test_detector_trains_resumes_and_ships_inside_a_synthesis_model(caches: dict
     if not (run / "best.pt").exists():  # select the last state by hand, to carry the pipeline on
         state = torch.load(run / "state.pt", weights_only=True)
         torch.save({"arch": state["arch"], "inputs": state["inputs"], "record": log[-1], "state_dict": state["network"]}, run / "best.pt")
+
+    # Fine-tuning from it, necrosis and oedema weighted: it starts from its weights (one step stays near them); other inputs are refused.
+    tuned = tmp_path / "tuned"
+    tune = ["train-detector", "--data", str(caches["train"]), "--val", str(caches["val"]), "--out", str(tuned), "--quiet",
+            "--every", "1", "--steps", "1", "--init", str(run), "--tumour-weight", "3"]
+    assert main([*tune, "--inputs", "t1,t2"]) == 2
+    assert main([*tune, "--inputs", "t1,t2,adc"]) == 0
+    initial = torch.load(run / "best.pt", weights_only=True)
+    start, after = initial["state_dict"], torch.load(tuned / "state.pt", weights_only=True)["network"]
+    fresh = build_detector(3, initial["arch"]).state_dict()
+    moved = sum(float((after[k].float() - start[k].float()).norm()) for k in start if start[k].is_floating_point())
+    away = sum(float((fresh[k].float() - start[k].float()).norm()) for k in start if start[k].is_floating_point())
+    assert moved < 0.2 * away
+    assert main([*tune, "--inputs", "t1,t2,adc", "--steps", "2", "--resume", "--tumour-weight", "1"]) == 2  # not another weight
 
     synthesis = tmp_path / "synthesis.pt"
     tiny_checkpoint(synthesis, ["t1", "t2", "adc"])

@@ -153,3 +153,20 @@ def test_histogram_term_is_weighted_into_the_total_and_configured(tmp_path) -> N
              "t1": torch.rand((2, 1, 3, 32, 32), generator=generator), "mask": torch.ones((2, 1, 3, 32, 32), dtype=torch.uint8)}
     values = trainer.train_step(batch)
     assert values["histogram"] > 0 and values["loss"] > values["mae"] + values["ssim"]
+
+
+def test_detection_loss_weighs_each_voxels_bce_term() -> None:
+    from model_training.losses import detection_loss
+
+    target = torch.zeros(1, 1, 4, 4, 4)
+    target[..., 0, 0, 0] = 1.0
+    brain = torch.ones_like(target, dtype=torch.bool)
+    logits = torch.full_like(target, -3.0)
+    logits[..., 1, 1, 1] = 3.0  # one confident false positive
+    plain = detection_loss(logits, target, brain)
+    assert detection_loss(logits, target, brain, torch.ones_like(target)) == pytest.approx(float(plain))
+    weight = torch.ones_like(target)
+    weight[..., 1, 1, 1] = 3.0  # e.g. necrosis next to the rim
+    elsewhere = torch.ones_like(target)
+    elsewhere[..., 2, 2, 2] = 3.0  # a voxel already right
+    assert float(detection_loss(logits, target, brain, weight)) > float(detection_loss(logits, target, brain, elsewhere)) > float(plain)

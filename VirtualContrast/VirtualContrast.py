@@ -188,6 +188,7 @@ class VirtualContrastParameterNode:
     subtractionVolume: vtkMRMLScalarVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
     overlay: Annotated[str, Choice(list(choices.OVERLAYS))] = "subtraction"
+    # the engine's montages draw overlays at the same opacity (VirtualContrastLib.enhancement.OVERLAY_OPACITY)
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 

@@ -45,7 +45,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "E": [(BRAIN, "psnr"), (ENHANCING, "psnr"), (BRAIN, "sharpness"), (ENHANCEMENT, "subtraction_psnr"), (ENHANCEMENT, "subtraction_ssim_3d"),
           (ENHANCEMENT, "lesion_sensitivity"), (ENHANCEMENT, "pooled_lesion_sensitivity"), (ENHANCEMENT, "false_blobs"),
           (ENHANCEMENT, "false_blob_ml"), (ENHANCEMENT, "blobs"), (ENHANCEMENT, "true_blobs"), (ENHANCEMENT, "lesion_f1"),
-          (ENHANCEMENT, "auc_brain"), (ENHANCEMENT, "auc_tumour")],
+          (ENHANCEMENT, "auc_brain"), (ENHANCEMENT, "auc_tumour"), (ENHANCEMENT, "far_false_colour")],
     "fig7": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
     "fig9": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
 }
@@ -395,8 +395,8 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, xlabel: str) -> None:
 
 
 def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray], inputs: Sequence[str], path: Path) -> None:
-    """Fig. 4-style row on one axial slice: inputs, ground truth, each model, |last model − ground truth|, and
-    the true and the last model's subtraction maps side by side."""
+    """Fig. 4-style row on one axial slice: inputs, ground truth, each model, |last model − ground truth|, the true and
+    the last model's subtraction maps side by side, and both again as Slicer's overlay over their CE-T1."""
     from VirtualContrastLib.enhancement import subtraction_map
     from VirtualContrastLib.metrics import percentile_normalize
     from VirtualContrastLib.montage import Panel
@@ -414,8 +414,11 @@ def write_montage(case: dict[str, np.ndarray], predictions: dict[str, np.ndarray
     panels += [Panel(name, show(pred)) for name, pred in predictions.items()]
     last = list(predictions)[-1]
     panels.append(Panel(f"|{last} − GT|", np.abs(show(predictions[last]) - truth)))
-    panels += [Panel("enhancement, true", true_subtraction(case)[z], kind="map", brain=brain[z]),
-               Panel(f"enhancement, {last}", subtraction_map(predictions[last], case["raw_t1"], brain)[z], kind="map", brain=brain[z])]
+    maps = {"true": true_subtraction(case)[z], last: subtraction_map(predictions[last], case["raw_t1"], brain)[z]}
+    panels += [Panel(f"enhancement, {name}", value, kind="map", brain=brain[z]) for name, value in maps.items()]
+    # The maps once more as Slicer's overlay draws them (only what lies above the threshold is coloured).
+    panels += [Panel(f"{name}, as Slicer shows", grey, brain=brain[z], overlay=maps[name])
+               for name, grey in (("true", truth), (last, show(predictions[last])))]
     write_panels([panels], path, panel_size=(2.2, 2.3), title=(
         f"SYNTHETIC images (research use only): case {case.get('case_id', '')}, slice {z}; "
-        "enhancement maps: white = none, red = enhancing"))
+        "enhancement maps: white = none, red = enhancing; overlays: map above the threshold, dark red to yellow"))

@@ -94,11 +94,13 @@ def histogram_distance(prediction: torch.Tensor, target: torch.Tensor, brain: to
     return torch.stack(distances).mean() if distances else prediction.sum() * 0.0
 
 
-def detection_loss(logits: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice of enhancement logits (B, 1, D, H, W) against a 0/1 target, over the brain voxels of the batch."""
+def detection_loss(logits: torch.Tensor, target: torch.Tensor, brain: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE + soft Dice of enhancement logits (B, 1, D, H, W) against a 0/1 target, over the brain voxels of the batch;
+    ``weight`` (same shape, optional) weighs each voxel's BCE term."""
     brain = brain.float()
     voxels = brain.sum().clamp_min(1.0)
-    bce = (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * brain).sum() / voxels
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * brain
+    bce = (bce if weight is None else bce * weight).sum() / voxels
     probability = torch.sigmoid(logits) * brain
     overlap = (probability * target).sum()
     # The +1 smooths a batch with no positives: Dice then asks only for low probabilities.

@@ -2,9 +2,10 @@
 # Rebuild the bundled real-data T1+T2+FLAIR models and their validation tables from the 42 BraTS 2018 cases
 # of the project's manifest (model_training/data/brats2018_manifest.tsv): extract -> prepare (train and val
 # splits) -> train (round 2, round 5 from it, the residual + detection model from round 5, the enhancement
-# detector and its ablation without intensity augmentation, the T1+T2 model from round 5 and its T1+T2 detector)
+# detector and its ablations without intensity augmentation and with necrosis and oedema weighted, the T1+T2 model
+# from round 5 and its T1+T2 detector)
 # -> calibrate (round 5 + the detector as one model, the T1+T2 model + its detector; both again with the ablation's
-# enhancing-voxel curve) -> evaluate -> bundle (the T1+T2+FLAIR model).
+# enhancing-voxel curve) -> evaluate (with the reach-gate ablation) -> bundle (the T1+T2+FLAIR model).
 # usage (from the repository root; DEEPBRAINSEG and BIOEXP are clones of https://github.com/koriavinash1/DeepBrainSeg
 # and https://github.com/koriavinash1/BioExp, or their bare git folders):
 #   bash model_training/reproduce_real.sh WORKDIR DEEPBRAINSEG BIOEXP
@@ -20,6 +21,7 @@ run5="$work/runs/brats_flair_round5"  # round 5: round 2's selected weights + th
 rundet="$work/runs/brats_flair_resdet" # residual CE-T1 + detection head, from round 5's weights
 detector="$work/runs/detector"        # the enhancement detector (3D U-Net on the enhancing label)
 noaug="$work/runs/detector_noaug"     # its ablation: flips only
+detrim="$work/runs/detector_rim"      # its ablation: fine-tuned with necrosis and oedema weighted 3x
 combined="$work/runs/brats_flair_detector" # round 5's synthesis network with the detector inside
 run12="$work/runs/brats_t1t2"           # T1+T2 model: round 5 without its FLAIR stem, fine-tuned
 det12="$work/runs/detector_t1t2"        # the T1+T2 enhancement detector
@@ -53,6 +55,11 @@ if [[ $steps == *" train "* ]]; then
     virtual-contrast-train train-detector --data "$work/cache/train" --val "$work/cache/val" --out "$det" --steps 3500 \
       --every 500 "${extra[@]}" "${resume[@]}"
   done
+  # The rim-weighted ablation (results/real/detector_rim: its own validations only; the rule stopped it there).
+  resume=(); [[ -f $detrim/state.pt ]] && resume=(--resume)
+  virtual-contrast-train train-detector --data "$work/cache/train" --val "$work/cache/val" --out "$detrim" --steps 2000 \
+    --every 500 --lr 3e-4 --init "$detector" --tumour-weight 3 "${resume[@]}"
+  cp "$detrim/log.jsonl" "$results/detector_rim/log.jsonl"
   resume=(); [[ -f $run12/state.pt ]] && resume=(--resume)
   virtual-contrast-train train brats_t1t2_round5 --out "$run12" --set "init=$run5/best.pt" "${data[@]}" "${resume[@]}"
   resume=(); [[ -f $det12/state.pt ]] && resume=(--resume)
@@ -101,6 +108,12 @@ if [[ $steps == *" evaluate "* ]]; then
   # (val_E_detector, _gate0, _bias and _thick are the records of the two earlier gates, which held the map down
   # wherever p was low; the engine now removes only unconfirmed regions: val_E_detector_blob.)
   score "$combined" "$work/brats_flair_detector.pt" "round 5 + detector" "$results/val_E_detector_blob" robust
+  # The reach gate (results/real/reach_gate, not shipped): the bundled model's gate inputs cached per val case, then the
+  # shipped gate B against D and E; per_case.csv holds the lines the two scripts print.
+  gates="$results/reach_gate"
+  py="$(dirname "$(command -v virtual-contrast-train)")/python"  # the environment the project is installed in
+  (cd "$work" && mkdir -p gate2 && "$py" "$gates/cache_gate_inputs.py" val "$work/brats_flair_detector.pt" "" &&
+    "$py" "$gates/gates_b_d.py" val 5 && "$py" "$gates/gate_e.py" "" 5)
   # The T1+T2 model with its detector (passes the rule in configs/brats_t1t2_round5.json; not bundled: by eye its
   # overlay colours the brain's edge and broad areas where nothing enhances, README).
   score "$combined12" "$work/brats_t1t2_detector.pt" "T1+T2 + detector" "$results/val_E_t1t2_detector" robust

@@ -38,11 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def montage_rows(panels: dict[str, np.ndarray], maps: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray) -> tuple[int, list[Panel]]:
-    """The axial slice through the most tumour and its panels: grey ``panels``, then the subtraction ``maps``."""
+def montage_rows(panels: dict[str, np.ndarray], maps: dict[str, np.ndarray], mask: np.ndarray, seg: np.ndarray,
+                 overlays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[int, list[Panel]]:
+    """The axial slice through the most tumour and its panels: grey ``panels``, the subtraction ``maps``, then each
+    ``overlays`` (grey image, map) pair drawn as Slicer's overlay shows it."""
     index = int(np.argmax((seg > 0).sum(axis=(1, 2)))) if seg.any() else mask.shape[0] // 2
     row = [Panel(title, volume[index], grey_window(volume, mask)) for title, volume in panels.items()]
     row += [Panel(title, volume[index], kind="map", brain=mask[index]) for title, volume in maps.items()]
+    row += [Panel(title, grey[index], grey_window(grey, mask), brain=mask[index], overlay=shown[index])
+            for title, (grey, shown) in (overlays or {}).items()]
     return index, row
 
 
@@ -91,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     index, row = montage_rows(
         {"T1": array["t1"], "T2": on_t1["t2"], "ADC": on_t1["adc"], "CE-T1 (ground truth)": array["t1c"], "CE-T1 (SYNTHETIC)": synthetic},
         {"enhancement (ground truth)": maps["true"], "enhancement (SYNTHETIC)": maps["synthetic"]}, mask, seg,
+        {"overlay as in Slicer (ground truth)": (array["t1c"], maps["true"]), "overlay as in Slicer (SYNTHETIC)": (synthetic, maps["synthetic"])},
     )
     montage = write_montage([row], out / f"{case_id}-montage.png", panel_size=(3.0, 3.4), title=(
         f"VirtualContrast phantom demo, axial slice {index}: SYNTHETIC images, research use only; "
-        "enhancement maps: white = none, red = enhancing"))
+        "enhancement maps: white = none, red = enhancing; overlays: map above the threshold, dark red to yellow"))
     seconds = time.perf_counter() - start
     report = {
         "case": case_id, "seed": args.seed, "model": model.name, "model_sha256": model.sha256,

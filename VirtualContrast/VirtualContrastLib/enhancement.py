@@ -31,6 +31,9 @@ Enhancement metrics (per case; the true map is made from the true CE-T1 in the s
 - Voxel AUCs of the map (threshold-free): enhancing tumour against brain farther than
   :data:`TUMOUR_MARGIN_MM` from the tumour (``auc_brain``), and against the rest of the tumour, necrosis
   and oedema (``auc_tumour``): telling which part of a lesion enhances.
+- Far false colour: the fraction of the brain farther than :data:`TUMOUR_MARGIN_MM` from the tumour that the
+  overlay colours (map above the threshold) where the true map does not. Voxel-level, so it sees what blob
+  counts miss: broad coloured areas that touch the tumour region, and a map that glows over a whole lobe.
 """
 
 from __future__ import annotations
@@ -88,11 +91,19 @@ DEFINITION = (
     f"{TUMOUR_MARGIN_MM:g} mm of a tumour label (count and ml per case; true_blobs: the same on the true map); "
     f"false blobs: those blobs with < {DETECTION_FRACTION:.0%} of their voxels above T on the true map; lesion F1: "
     "detected lesions vs missed lesions and false blobs; AUC brain / tumour: voxel AUC of the map for enhancing tumour "
-    f"vs brain > {TUMOUR_MARGIN_MM:g} mm from tumour / vs the rest of the tumour."
+    f"vs brain > {TUMOUR_MARGIN_MM:g} mm from tumour / vs the rest of the tumour; far false colour: fraction of brain > "
+    f"{TUMOUR_MARGIN_MM:g} mm from tumour with map > T where the true map is not."
 )
 
 #: Montages show subtraction maps in [-MAP_LIMIT, MAP_LIMIT] (fixed, so maps of different cases compare).
 MAP_LIMIT = 0.5
+
+#: The enhancement overlay's colours, from T (0) to MAP_LIMIT (1): dark red -> red -> yellow; below T transparent.
+#: Slicer's colour node and the montages' overlay panels are both made from these points.
+OVERLAY_COLOURS = ((0.0, (0.55, 0.0, 0.0)), (0.5, (1.0, 0.25, 0.0)), (1.0, (1.0, 1.0, 0.3)))
+
+#: Opacity of the overlay over the synthetic CE-T1 (the Slicer panel's default, and the montages').
+OVERLAY_OPACITY = 0.5
 
 #: Bin edges of the histograms ``fit_threshold`` pools over cases (map values are within [-1, 1]).
 THRESHOLD_BINS = np.linspace(-1.0, 1.0, 2001)
@@ -242,8 +253,11 @@ def enhancement_metrics(
     near = near_tumour(seg > 0, spacing)
     counts = lesion_counts(synthetic_map, true_map, seg, brain, spacing, enhancing_label, threshold, near)
     true_above = (np.asarray(true_map) > threshold) & brain
+    far = brain & ~near
+    false_colour = (np.asarray(synthetic_map) > threshold) & far & ~true_above
     return {
         **counts,
+        "far_false_colour": float(np.count_nonzero(false_colour) / np.count_nonzero(far)) if far.any() else math.nan,
         "auc_brain": voxel_auc(synthetic_map, enhancing, brain & ~near),
         "auc_tumour": voxel_auc(synthetic_map, enhancing, (seg > 0) & (seg != enhancing_label) & brain),
         "true_blobs": int(_blobs_outside_tumour(true_above, near, spacing)[0].size),
@@ -342,3 +356,14 @@ def show_map(ax: "matplotlib.axes.Axes", map_slice: np.ndarray, brain_slice: np.
 
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="black")
     ax.imshow(np.ma.masked_where(~np.asarray(brain_slice, dtype=bool), map_slice), cmap=cmap, vmin=-MAP_LIMIT, vmax=MAP_LIMIT)
+
+
+def show_overlay(ax: "matplotlib.axes.Axes", map_slice: np.ndarray, brain_slice: np.ndarray, aspect: float = 1.0) -> None:
+    """Draw a subtraction-map slice over the image already on ``ax`` as Slicer's overlay shows it: transparent up to
+    :data:`ENHANCEMENT_THRESHOLD`, dark red there to yellow at :data:`MAP_LIMIT` (:data:`OVERLAY_COLOURS`)."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    cmap = LinearSegmentedColormap.from_list("vc_enhancement", list(OVERLAY_COLOURS))
+    shown = np.ma.masked_where(~(np.asarray(brain_slice, dtype=bool) & (map_slice > ENHANCEMENT_THRESHOLD)), map_slice)
+    ax.imshow(shown, cmap=cmap, vmin=ENHANCEMENT_THRESHOLD, vmax=MAP_LIMIT, alpha=OVERLAY_OPACITY, aspect=aspect,
+              interpolation="nearest")

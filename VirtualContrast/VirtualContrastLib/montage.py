@@ -29,6 +29,9 @@ class Panel:
     kind: str = "grey"
     brain: np.ndarray | None = None
     labels: np.ndarray | None = None
+    #: A subtraction map drawn over the grey image inside ``brain`` as Slicer's overlay shows it
+    #: (:func:`VirtualContrastLib.enhancement.show_overlay`: only what lies above the threshold is coloured).
+    overlay: np.ndarray | None = None
     #: Height/width of a pixel (anisotropic voxels in a coronal cut).
     aspect: float = 1.0
 
@@ -46,7 +49,7 @@ def write_montage(rows: Sequence[Sequence[Panel]], path: str | os.PathLike, titl
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    from .enhancement import show_map
+    from .enhancement import show_map, show_overlay
 
     columns = max(len(row) for row in rows)
     colour = "white" if dark else "black"
@@ -58,6 +61,8 @@ def write_montage(rows: Sequence[Sequence[Panel]], path: str | os.PathLike, titl
                 show_map(ax, panel.image, panel.brain if panel.brain is not None else np.ones(panel.image.shape, bool))
             else:
                 ax.imshow(panel.image, cmap="gray", vmin=panel.window[0], vmax=panel.window[1], aspect=panel.aspect, interpolation="nearest")
+            if panel.overlay is not None:
+                show_overlay(ax, panel.overlay, panel.brain if panel.brain is not None else np.ones(panel.overlay.shape, bool), panel.aspect)
             if panel.labels is not None:
                 ax.imshow(panel.labels, cmap=ListedColormap(LABEL_COLOURS), vmin=0, vmax=3, aspect=panel.aspect, interpolation="nearest")
             ax.set_title(panel.title, fontsize=9, color=colour)

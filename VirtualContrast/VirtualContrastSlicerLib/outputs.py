@@ -85,10 +85,12 @@ def enhancementColorNode(scene: "slicer.vtkMRMLScene") -> "slicer.vtkMRMLColorNo
         return existing
     node = scene.AddNewNodeByClass("vtkMRMLProceduralColorNode", ENHANCEMENT_COLOR_NAME)
     node.SetAttribute("Category", "VirtualContrast")
+    # imported here, as in enhancementScale: the engine's enhancement module pulls in scipy
+    from VirtualContrastLib.enhancement import OVERLAY_COLOURS
+
     colorFunction = vtk.vtkColorTransferFunction()
-    colorFunction.AddRGBPoint(0.0, 0.55, 0.0, 0.0)
-    colorFunction.AddRGBPoint(0.5, 1.0, 0.25, 0.0)
-    colorFunction.AddRGBPoint(1.0, 1.0, 1.0, 0.3)
+    for position, (red, green, blue) in OVERLAY_COLOURS:
+        colorFunction.AddRGBPoint(position, red, green, blue)
     node.SetAndObserveColorTransferFunction(colorFunction)
     return node
 
