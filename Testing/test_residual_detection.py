@@ -17,12 +17,12 @@ import torch
 from scipy import ndimage
 
 from conftest import ball, head
-from model_training.detection_floor import fit_detection_floor, floor_map
 from model_training.losses import VirtualContrastLoss, detection_loss
 from model_training.sampling import SamplingOptions, SlabDataset, detection_target, robust_augment
 from model_training.train import initialize_from, selection_score
 from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
+from VirtualContrastLib.detection_floor import fit_detection_floor, floor_map
 from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, GATE_CAP, enhancement_metrics, gate_enhancement, subtraction_map, voxel_auc
 from VirtualContrastLib.errors import VirtualContrastError
 from VirtualContrastLib.metrics import sharpness_ratio
@@ -223,18 +223,14 @@ def test_synthesis_with_a_detection_head_returns_agreeing_outputs() -> None:
     assert sitk.GetArrayFromImage(gated.subtraction).max() <= ENHANCEMENT_THRESHOLD
 
 
-def test_detection_floor_learns_enhancing_tumour_from_training_cases(tmp_path: Path) -> None:
-    from model_training.prepare import load_case
-
-    cache = tmp_path / "cache"
-    cache.mkdir()
+def test_detection_floor_learns_enhancing_tumour_from_training_cases() -> None:
+    cases = []
     for seed in range(3):
         case = _case(seed)
         case["norm_t2"] = np.where(case["labels"] == 3, 0.95, case["norm_t1"]).astype(np.float32)  # T2 marks the rim
-        np.savez(cache / f"c{seed}.npz", mask=case["mask"], labels=case["labels"], norm_t1=case["norm_t1"],
-                 norm_t2=case["norm_t2"], spacing=np.array([1.0, 1.0, 1.0]))
-    classifier = fit_detection_floor(cache, ["c0", "c1"], ["t1", "t2"])
-    held_out = load_case(cache, "c2")
+        cases.append({**case, "spacing": np.array([1.0, 1.0, 1.0])})
+    classifier = fit_detection_floor(cases[:2], ["t1", "t2"])
+    held_out = cases[2]
     the_map = floor_map(classifier, held_out, ["t1", "t2"])
     brain = held_out["mask"] > 0
     enhancing = held_out["labels"] == 3

@@ -308,19 +308,24 @@ def test_bench_reports_table_and_json(capsys):
 
 def test_demo_writes_inputs_outputs_montage_and_metrics(tmp_path, bundled_models, capsys):
     bundled_models([{"name": "tiny-all", "inputs": ["t1", "t2", "adc", "flair"]}])
-    code = main(["demo", "--out", str(tmp_path / "demo"), "--seed", "3", "--spacing", "4", "--device", "cpu"])
+    # Seed 5 (the demo's) has an enhancing tumour, which the detection floor's AUC needs.
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--seed", "5", "--spacing", "4", "--device", "cpu", "--floor-cases", "2"])
     out = capsys.readouterr().out
     assert code == 0
-    folder = tmp_path / "demo" / "phantom-0003"
+    folder = tmp_path / "demo" / "phantom-0005"
     for suffix in ("t1n", "t2w", "adc", "t2f", "t1c", "t1c-synthetic", "subtraction"):
-        assert (folder / f"phantom-0003-{suffix}.nii.gz").is_file(), suffix
-    assert is_synthetic(folder / "phantom-0003-t1c-synthetic.nii.gz")
-    assert (folder / "phantom-0003-montage.png").read_bytes()[:4] == b"\x89PNG"
-    report = json.loads((folder / "phantom-0003-metrics.json").read_text(encoding="utf-8"))
+        assert (folder / f"phantom-0005-{suffix}.nii.gz").is_file(), suffix
+    assert is_synthetic(folder / "phantom-0005-t1c-synthetic.nii.gz")
+    assert (folder / "phantom-0005-montage.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((folder / "phantom-0005-metrics.json").read_text(encoding="utf-8"))
     assert report["model"] == "tiny-all" and {"brain", "enhancing_tumour", "whole_tumour"} <= set(report["metrics"])
     assert "identity_psnr" in report["metrics"]["brain"] and "linear_psnr" in report["metrics"]["brain"] and "wall time" in out
-    assert set(report["enhancement"]) == {"synthetic", "identity", "linear"} and "lesion_sensitivity" in report["enhancement"]["synthetic"]
+    assert set(report["enhancement"]) == {"synthetic", "identity", "linear", "detection_floor"}
+    assert "lesion_sensitivity" in report["enhancement"]["synthetic"]
     assert report["enhancement"]["identity"]["far_false_colour"] == 0.0  # the T1 colours nothing
+    # The detection floor: fitted on training phantoms only, never the demo's own seed; it finds enhancing tumour.
+    assert report["detection_floor"]["training_phantom_seeds"] == [1300, 1301] and "detection floor" in out
+    assert report["enhancement"]["detection_floor"]["auc_brain"] > report["enhancement"]["identity"]["auc_brain"]
 
 
 def test_demo_without_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):

@@ -123,7 +123,7 @@ def linear_label(inputs: Sequence[str]) -> str:
 
 def is_floor(name: str) -> bool:
     """True for the rows of the floors (identity, linear and detection), which are not models."""
-    from .detection_floor import DETECTION_FLOOR
+    from VirtualContrastLib.detection_floor import DETECTION_FLOOR
 
     return name in (IDENTITY, DETECTION_FLOOR) or name.startswith(f"{LINEAR} (")
 
@@ -243,14 +243,13 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
     """Run checkpoints over a prepared test set and write the table (Markdown, CSV), per-case CSV and montage.
 
     With ``detection_floor`` (a prepared training cache with labels) the detection floor
-    (:mod:`model_training.detection_floor`) is fitted on its training cases on the first model's inputs and
+    (:mod:`VirtualContrastLib.detection_floor`) is fitted on its training cases on the first model's inputs and
     scored beside the models: its map is the classifier's, its image the pre-contrast T1 (it synthesizes none).
     With ``perturb`` (:data:`PERTURBATIONS`) the models and the detection floor see perturbed inputs, scored
     against the unperturbed truth.
     """
+    from VirtualContrastLib.detection_floor import DETECTION_FLOOR, fit_detection_floor, floor_map
     from VirtualContrastLib.registry import load_model
-
-    from .detection_floor import DETECTION_FLOOR, fit_detection_floor, floor_map
 
     if table not in TABLES:
         raise InputError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
@@ -270,7 +269,8 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cache_dir: str | Pat
     floors = {linear_label(m.config.inputs): list(m.config.inputs) for m in models if m.config.target == "t1c"}
     classifier = None
     if detection_floor is not None:
-        classifier = fit_detection_floor(detection_floor, training_case_ids(detection_floor, labelled=True), models[0].config.inputs)
+        training = (load_case(detection_floor, case_id) for case_id in training_case_ids(detection_floor, labelled=True))
+        classifier = fit_detection_floor(training, models[0].config.inputs)
         floors[DETECTION_FLOOR] = list(models[0].config.inputs)
     results: dict[str, list[dict[str, dict[str, float]]]] = {IDENTITY: [], **{f: [] for f in floors}, **{name: [] for name in names}}
     first_case, first_predictions = None, {}

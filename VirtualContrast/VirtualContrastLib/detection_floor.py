@@ -12,16 +12,16 @@ so the floor is scored exactly like a model's map.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD
-from VirtualContrastLib.errors import InputError
-from VirtualContrastLib.metrics import ENHANCING_LABEL
+from .enhancement import ENHANCEMENT_THRESHOLD
+from .errors import InputError
+from .metrics import ENHANCING_LABEL
+from .normalization import normalize
 
 #: Gaussian scales (mm) of the features, per input.
 SIGMAS_MM = (0.0, 2.0, 4.0, 8.0)
@@ -32,6 +32,16 @@ BRAIN_PER_CASE = 15000
 
 #: Label of the floor's row in evaluation tables.
 DETECTION_FLOOR = "detection floor (voxel classifier)"
+
+
+def floor_case(raw: dict[str, np.ndarray], mask: np.ndarray, spacing: Sequence[float], spec: dict[str, Any],
+               labels: np.ndarray | None = None) -> dict[str, Any]:
+    """A case as a prepared cache holds it (``norm_<input>``, ``mask``, ``spacing`` as (x, y, z), ``labels``) from raw arrays on one grid."""
+    case: dict[str, Any] = {f"norm_{m}": normalize(array, mask, spec).astype(np.float32) for m, array in raw.items()}
+    case.update(mask=mask.astype(np.uint8), spacing=np.asarray(spacing, dtype=np.float64))
+    if labels is not None:
+        case["labels"] = labels
+    return case
 
 
 def voxel_features(case: dict[str, np.ndarray], inputs: Sequence[str], voxels: np.ndarray) -> np.ndarray:
@@ -49,18 +59,15 @@ def voxel_features(case: dict[str, np.ndarray], inputs: Sequence[str], voxels: n
     return np.stack(columns, axis=1)
 
 
-def fit_detection_floor(cache_dir: str | Path, case_ids: Sequence[str], inputs: Sequence[str], seed: int = 0) -> Any:
-    """Fit the floor's classifier on labelled training cases of a prepared cache."""
+def fit_detection_floor(cases: Iterable[dict[str, np.ndarray]], inputs: Sequence[str], seed: int = 0) -> Any:
+    """Fit the floor's classifier on labelled training cases (arrays as a prepared cache holds them: :func:`floor_case`)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-
-    from .prepare import load_case
 
     rng = np.random.default_rng(seed)
     features, targets, weights = [], [], []
-    for case_id in case_ids:
-        case = load_case(cache_dir, case_id)
+    for case in cases:
         if "labels" not in case:
-            raise InputError(f"training case {case_id} has no tumour labels, which the detection floor needs")
+            raise InputError(f"training case {case.get('case_id', '?')} has no tumour labels, which the detection floor needs")
         brain = case["mask"] > 0
         enhancing = (case["labels"] == ENHANCING_LABEL) & brain
         chosen = np.zeros(brain.shape, dtype=bool)
