@@ -4,8 +4,8 @@
 # splits) -> train (round 2, round 5 from it, the residual + detection model from round 5, the enhancement
 # detector and its ablations without intensity augmentation and with necrosis and oedema weighted, the T1+T2 model
 # from round 5 and its T1+T2 detector)
-# -> calibrate (round 5 + the detector as one model, the T1+T2 model + its detector; both again with the ablation's
-# enhancing-voxel curve) -> evaluate (with the reach-gate ablation) -> bundle (the T1+T2+FLAIR model).
+# -> calibrate (round 5 + the detector as one model, the same with the flips-only detector, the T1+T2 model + its
+# detector; both again with the ablation's enhancing-voxel curve) -> evaluate (with the reach-gate ablation) -> bundle (the T1+T2+FLAIR model).
 # usage (from the repository root; DEEPBRAINSEG and BIOEXP are clones of https://github.com/koriavinash1/DeepBrainSeg
 # and https://github.com/koriavinash1/BioExp, or their bare git folders):
 #   bash model_training/reproduce_real.sh WORKDIR DEEPBRAINSEG BIOEXP
@@ -82,6 +82,10 @@ if [[ $steps == *" calibrate "* ]]; then
   virtual-contrast-train fit-detection "$combined" --data "$work/cache/train"
   virtual-contrast-train attach-detector "$run12/best.pt" "$det12" --out "$combined12" --overwrite
   virtual-contrast-train fit-detection "$combined12" --data "$work/cache/train" --max-cases 17  # as run: 17 cases fitted the session
+  # The flips-only detector through the pipeline (results/real/detector_noaug/rule.txt). As run, its synthesis
+  # network was the bundled vc-hrfcn16-t1-t2-flair-brats18 (round 5's weights, stored in half precision).
+  virtual-contrast-train attach-detector "$run5/best.pt" "$noaug" --out "$combined-noaug" --overwrite
+  virtual-contrast-train fit-detection "$combined-noaug" --data "$work/cache/train"
   # The ablation (not shipped, README): the curve averaged over truly enhancing voxels only, threshold refitted on all 34.
   for pair in "$combined:$run5/best.pt:$detector" "$combined12:$run12/best.pt:$det12"; do
     IFS=: read -r folder synthesis det <<< "$pair"
@@ -114,6 +118,15 @@ if [[ $steps == *" evaluate "* ]]; then
   py="$(dirname "$(command -v virtual-contrast-train)")/python"  # the environment the project is installed in
   (cd "$work" && mkdir -p gate2 && "$py" "$gates/cache_gate_inputs.py" val "$work/brats_flair_detector.pt" "" &&
     "$py" "$gates/gates_b_d.py" val 5 && "$py" "$gates/gate_e.py" "" 5)
+  # The flips-only detector against the bundled one in the same runs, unperturbed and perturbed (detector_noaug/rule.txt;
+  # as run, the second model was the bundled vc-hrfcn16-t1-t2-flair-brats18 by name).
+  virtual-contrast-train export "$combined-noaug" --out "$work/brats_flair_noaug.pt" --overwrite
+  for perturbation in none bias thick; do
+    suffix=""; perturb=(); [[ $perturbation == none ]] || { suffix="_$perturbation"; perturb=(--perturb "$perturbation"); }
+    virtual-contrast-train evaluate "$work/brats_flair_noaug.pt" "$work/brats_flair_detector.pt" \
+      --labels "round 5 + flips-only detector,round 5 + detector" --reference "round 5 + detector" --data "$work/cache/val" \
+      --table E --out "$results/detector_noaug/val_E$suffix" --device cpu --no-montage "${perturb[@]}"
+  done
   # The T1+T2 model with its detector (passes the rule in configs/brats_t1t2_round5.json; not bundled: by eye its
   # overlay colours the brain's edge and broad areas where nothing enhances, README).
   score "$combined12" "$work/brats_t1t2_detector.pt" "T1+T2 + detector" "$results/val_E_t1t2_detector" robust
