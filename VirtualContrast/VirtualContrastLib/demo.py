@@ -28,7 +28,7 @@ PHANTOM_OPTIONS: dict[str, Any] = {"thick_slices": True}
 #: The detection floor's training phantoms: the first seeds of the default model's lesion-bearing, thick-slice
 #: training cases (``model_training/reproduce_bundled.sh``), never the demo's own case.
 FLOOR_FIRST_SEED = 1300
-FLOOR_PHANTOM_OPTIONS: dict[str, Any] = {"thick_slices": True, "lesion_count": 2}
+FLOOR_PHANTOM_OPTIONS: dict[str, Any] = {**PHANTOM_OPTIONS, "lesion_count": 2}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
