@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     """``virtual-contrast demo``."""
     import SimpleITK as sitk
 
-    from .detection_floor import DETECTION_FLOOR, fit_detection_floor, floor_map
+    from .detection_floor import DETECTION_FLOOR, fit_detection_floor, floor_case, floor_map
     from .enhancement import DEFINITION, enhancement_metrics, subtraction_map
     from .errors import InputError
     from .imageio import write_image
@@ -130,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         training = (phantom_floor_case(generate_case(number, spacing=args.spacing, **FLOOR_PHANTOM_OPTIONS), floor_inputs,
                                        model.config.normalization) for number in seeds)
         classifier = fit_detection_floor(training, floor_inputs)
-        maps["detection_floor"] = floor_map(classifier, phantom_floor_case(case, floor_inputs, model.config.normalization), floor_inputs)
+        # The demo case's inputs are already on the T1 grid (on_t1): no second resampling.
+        shown = floor_case({m: on_t1[m] for m in floor_inputs}, mask, case.images["t1"].GetSpacing(), model.config.normalization)
+        maps["detection_floor"] = floor_map(classifier, shown, floor_inputs)
     enhancement = {kind: enhancement_metrics(maps[kind], maps["true"], seg, mask, spacing) for kind in maps if kind != "true"}
     index, row = montage_rows(
         {"T1": array["t1"], "T2": on_t1["t2"], "ADC": on_t1["adc"], "CE-T1 (ground truth)": array["t1c"], "CE-T1 (SYNTHETIC)": synthetic},
