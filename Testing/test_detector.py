@@ -21,6 +21,7 @@ from VirtualContrastLib.checkpoints import save_checkpoint
 from VirtualContrastLib.config import ModelConfig
 from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, GATE_CAP, gate_enhancement, subtraction_map
 from VirtualContrastLib.errors import CancelledError, CheckpointError
+from VirtualContrastLib.metrics import ENHANCING_LABEL
 from VirtualContrastLib.networks import build_network
 from VirtualContrastLib.networks.detector import DETECTOR_PREFIX, build_detector, count_windows, detect_volume
 from VirtualContrastLib.registry import load_model
@@ -34,6 +35,7 @@ CURVE = {"probability": [0.1, 0.5, 0.9], "enhancement": [0.0, 0.1, 0.3]}
     {"arch": {"channels": [4, 8, 16], "strides": [2]}},        # one channel count too many
     {"arch": {"patch": [12, 16, 16], "strides": [2, 2, 2], "channels": [4, 8, 16, 32]}},  # 12 is not a multiple of 8
     {"arch": {"kernel": 3}},                                    # unknown option
+    {"arch": {"classes": 3}},                                   # neither one logit nor the four tumour parts
     {"arch": {}, "curve": {"probability": [0.5, 0.2], "enhancement": [0.0, 0.1]}},  # probabilities not increasing
     {"arch": {}, "extra": 1},
 ])
@@ -58,6 +60,22 @@ def test_detection_runs_in_cubes_over_the_inputs_only_with_progress_and_cancel()
         detect_volume(network, volume, TINY, torch.device("cpu"), None, cancel=lambda: True)
     assert network.training  # the caller's mode is put back
     assert not detect_volume(network, np.zeros_like(volume), TINY, torch.device("cpu"), None).any()
+
+
+def test_a_parts_detector_gives_the_softmax_probability_of_the_enhancing_part() -> None:
+    torch.manual_seed(0)
+    arch = {**TINY, "classes": 4}
+    network = build_detector(2, arch)
+    with torch.no_grad():  # constant logits: background 0, necrosis 1, oedema 0, enhancing 2
+        last = [m for m in network.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 2.0]))
+    shape = (12, 20, 20)
+    brain = ball(shape, (6, 10, 10), 5)
+    volume = np.stack([np.where(brain, 0.5, 0.0)] * 2).astype(np.float32)
+    probability = detect_volume(network, volume, arch, torch.device("cpu"), None)
+    expected = np.exp(2.0) / (2.0 + np.e + np.exp(2.0))  # softmax's enhancing channel, not the sigmoid of its logit
+    assert np.allclose(probability[brain], expected, atol=1e-5) and not probability[~brain].any()
 
 
 def _model_file(path: Path, bias: float, threshold: float = 0.5, curve: dict | None = None) -> tuple[str, dict]:
@@ -165,16 +183,18 @@ def test_the_command_line_writes_the_detectors_probability_on_the_t1_grid_and_re
 def test_training_cubes_centre_on_enhancing_tumour_half_the_time_and_augmentation_stays_in_the_brain() -> None:
     shape = (40, 40, 40)
     brain = ball(shape, (20, 20, 20), 18)
-    target = ball(shape, (10, 20, 20), 3).astype(np.float32)
-    rest = ball(shape, (10, 20, 20), 5) & ~target.astype(bool)
-    case = {"inputs": np.stack([np.where(brain, 0.5, 0.0)] * 2).astype(np.float32), "brain": brain, "target": target, "rest": rest}
+    parts = np.where(ball(shape, (10, 20, 20), 5), 2, 0).astype(np.uint8)  # oedema ringing ...
+    parts[ball(shape, (10, 20, 20), 3)] = ENHANCING_LABEL  # ... an enhancing core
+    case = {"inputs": np.stack([np.where(brain, 0.5, 0.0)] * 2).astype(np.float32), "brain": brain, "parts": parts}
     rng = np.random.default_rng(0)
     cubes = [sample_cube(case, (16, 16, 16), rng) for _ in range(200)]
-    with_tumour = np.mean([c[2].any() for c in cubes])
+    with_tumour = np.mean([(c[2] == ENHANCING_LABEL).any() for c in cubes])
     assert 0.45 < with_tumour < 0.8  # half centred on it, a few more reach it by chance
-    # The rest of the tumour travels with the cube, flips included: it rings the enhancing target and never overlaps it.
-    assert all(not (c[3] & (c[2] > 0)).any() for c in cubes) and all(c[3].any() for c in cubes if c[2].any())
-    inputs, cube_brain, _, _ = cubes[0]
+    # The parts travel with the cube, flips included: the oedema still rings the enhancing core.
+    assert all(c[2].dtype == np.uint8 and set(np.unique(c[2])) <= {0, 2, ENHANCING_LABEL} for c in cubes)
+    assert all((c[2] == 2).any() for c in cubes if (c[2] == ENHANCING_LABEL).any())
+    assert all(not c[2][~c[1]].any() for c in cubes)
+    inputs, cube_brain, _ = cubes[0]
     assert inputs.shape == (2, 16, 16, 16) and not inputs[:, ~cube_brain].any()
     changed = [augment(inputs, cube_brain, np.random.default_rng(seed)) for seed in range(6)]
     assert any(not np.allclose(c, inputs) for c in changed)

@@ -170,3 +170,26 @@ def test_detection_loss_weighs_each_voxels_bce_term() -> None:
     elsewhere = torch.ones_like(target)
     elsewhere[..., 2, 2, 2] = 3.0  # a voxel already right
     assert float(detection_loss(logits, target, brain, weight)) > float(detection_loss(logits, target, brain, elsewhere)) > float(plain)
+
+
+def test_parts_loss_rewards_each_part_and_ignores_voxels_outside_the_brain() -> None:
+    from model_training.losses import parts_loss
+
+    parts = torch.zeros(1, 1, 4, 4, 4, dtype=torch.uint8)
+    parts[..., 0, :, :] = 1  # necrosis
+    parts[..., 1, :, :] = 2  # oedema
+    parts[..., 2, :2, :] = 3  # enhancing
+    brain = torch.ones_like(parts, dtype=torch.bool)
+    right = torch.nn.functional.one_hot(parts[:, 0].long(), 4).movedim(-1, 1).float() * 12 - 6
+    assert float(parts_loss(right, parts, brain)) < 0.05
+    # Calling the enhancing rim necrosis is wrong even though both are tumour.
+    swapped = right.clone()
+    swapped[:, [1, 3]] = swapped[:, [3, 1]]
+    assert float(parts_loss(swapped, parts, brain)) > 1.0
+    brain[..., 3, :, :] = False  # logits outside the brain do not count
+    noisy = right.clone()
+    noisy[..., 3, :, :] = 5.0
+    assert float(parts_loss(noisy, parts, brain)) == pytest.approx(float(parts_loss(right, parts, brain)))
+    weight = torch.ones(1, 1, 4, 4, 4)
+    weight[..., 0, :, :] = 3.0  # necrosis weighed three times
+    assert float(parts_loss(swapped, parts, brain, weight)) > float(parts_loss(swapped, parts, brain))

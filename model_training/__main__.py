@@ -25,7 +25,7 @@ from typing import Any
 from VirtualContrastLib import INTENDED_USE, MODALITIES
 from VirtualContrastLib.cases import LAYOUTS
 from VirtualContrastLib.cli import run_command
-from VirtualContrastLib.config import CURVE_KINDS
+from VirtualContrastLib.config import CURVE_KINDS, DETECTOR_CLASSES
 from VirtualContrastLib.model_info import parse_modalities
 
 from .datacards import TRAINING_DATA
@@ -149,7 +149,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     best = train_detector(args.data, args.val, args.out, args.steps, parse_modalities(args.inputs), every=args.every,
                           batch=args.batch, lr=args.lr, resume=args.resume, max_val_cases=args.max_val_cases,
                           augmentation=not args.no_augmentation, tumour_weight=args.tumour_weight, init=args.init,
-                          progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
+                          classes=args.classes, progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
     if "step" not in best:
         print(f"no validation has found an enhancing lesion yet, so nothing is selected (no {args.out / BEST_NAME}); train longer")
         return 0
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augmentation", action="store_true", help="flips only: no bias field, gamma, noise or blur (ablation)")
     p.add_argument("--tumour-weight", type=float, default=1.0,
                    help="weight of the BCE term on necrosis and oedema (labels 1, 2): >1 teaches the rim from the rest (default 1)")
+    p.add_argument("--classes", type=int, default=1, choices=DETECTOR_CLASSES,
+                   help="1: one logit, enhancing vs not (default); 4: a softmax over background, necrosis, oedema and enhancing")
     p.add_argument("--init", type=Path, help="start from this detector run's best.pt (fine-tuning; same inputs)")
     p.add_argument("--resume", action="store_true", help="go on from the run's state.pt")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

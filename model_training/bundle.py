@@ -74,7 +74,9 @@ def _detector_lines(config: dict[str, Any], training: dict[str, Any]) -> list[st
     lines = [
         "## Enhancement detector",
         f"- a 3D U-Net (`VirtualContrastLib.networks.detector`, options {detector.get('arch') or 'default'}) trained on the "
-        "enhancing-tumour label alone (`virtual-contrast-train train-detector`); it decides where the CE-T1 enhances",
+        + ("tumour's parts, a softmax over background, necrosis, oedema and enhancing whose enhancing channel is used"
+           if int((detector.get("arch") or {}).get("classes", 1)) > 1 else "enhancing-tumour label alone")
+        + " (`virtual-contrast-train train-detector`); it decides where the CE-T1 enhances",
         f"- enhancement is shown only in regions that hold a voxel where its probability is >= {config['detection_threshold']:g} "
         "(other enhancing regions of the synthetic CE-T1 are removed)"
         + (f"; there the CE-T1 is raised at least to the mean true enhancement of the training cases at that probability "

@@ -5,7 +5,10 @@
 - Target: the enhancing-tumour label alone (the earlier target, label ∪ true map above T outside the
   tumour, covered 11-12 % of the brain and taught a head to fire broadly). ``--tumour-weight W`` weighs the
   BCE term of the rest of the tumour (necrosis, oedema: labels 1 and 2) W times: telling the enhancing rim
-  from the rest of the lesion is where detectors fail (voxel AUC ET vs rest 0.65). ``--init RUN`` starts
+  from the rest of the lesion is where detectors fail (voxel AUC ET vs rest 0.65). ``--classes 4`` learns
+  every part of the tumour instead (softmax over background, necrosis, oedema, enhancing; cross-entropy + mean
+  soft Dice of the parts, :func:`model_training.losses.parts_loss`), so that the rim is told from the rest by
+  a class of its own; the detector's probability is then the softmax's enhancing channel. ``--init RUN`` starts
   from another detector run's selected weights (fine-tuning; same inputs and architecture).
 - Each step: ``batch`` cubes of the detector's patch, half centred on an enhancing voxel, half on a
   random brain voxel; random flips on every axis; MONAI's bias field, gamma, noise and blur (all three
@@ -31,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from VirtualContrastLib.config import DETECTOR_CLASSES
 from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, enhancement_metrics
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import atomic_write
@@ -62,19 +66,19 @@ def load_training_case(cache_dir: str | Path, case_id: str, inputs: Sequence[str
     labels = case["labels"][box]
     return {"case_id": case_id,
             "inputs": np.stack([np.where(brain, case[f"norm_{m}"][box], 0.0) for m in inputs]).astype(np.float32),
-            "brain": brain, "target": ((labels == ENHANCING_LABEL) & brain).astype(np.float32),
-            "rest": (labels > 0) & (labels != ENHANCING_LABEL) & brain}
+            "brain": brain, "parts": np.where(brain, labels, 0).astype(np.uint8)}
 
 
-def sample_cube(case: dict[str, Any], patch: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One training cube (inputs, brain, target, rest of the tumour), zero-padded where it leaves the case's box."""
-    pool = case["target"] if rng.random() < ENHANCING_SHARE and case["target"].any() else case["brain"]
-    centre = np.argwhere(pool > 0)[rng.integers(int(np.count_nonzero(pool)))]
+def sample_cube(case: dict[str, Any], patch: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training cube (inputs, brain, tumour parts: 0 background, 1 necrosis, 2 oedema, 3 enhancing), zero-padded
+    where it leaves the case's box."""
+    enhancing = case["parts"] == ENHANCING_LABEL
+    pool = enhancing if rng.random() < ENHANCING_SHARE and enhancing.any() else case["brain"]
+    centre = np.argwhere(pool)[rng.integers(int(np.count_nonzero(pool)))]
     shape = case["brain"].shape
     out_in = np.zeros((case["inputs"].shape[0], *patch), np.float32)
     out_brain = np.zeros(tuple(patch), bool)
-    out_target = np.zeros(tuple(patch), np.float32)
-    out_rest = np.zeros(tuple(patch), bool)
+    out_parts = np.zeros(tuple(patch), np.uint8)
     src, dst = [], []
     for c, size, p in zip(centre, shape, patch):
         start = int(c) - p // 2 + int(rng.integers(-p // 4, p // 4 + 1))
@@ -83,13 +87,11 @@ def sample_cube(case: dict[str, Any], patch: Sequence[int], rng: np.random.Gener
         dst.append(slice(lo - start, hi - start))
     out_in[(slice(None), *dst)] = case["inputs"][(slice(None), *src)]
     out_brain[tuple(dst)] = case["brain"][tuple(src)]
-    out_target[tuple(dst)] = case["target"][tuple(src)]
-    out_rest[tuple(dst)] = case["rest"][tuple(src)]
+    out_parts[tuple(dst)] = case["parts"][tuple(src)]
     for axis in range(3):
         if rng.random() < 0.5:
-            out_in, out_brain = np.flip(out_in, axis + 1), np.flip(out_brain, axis)
-            out_target, out_rest = np.flip(out_target, axis), np.flip(out_rest, axis)
-    return tuple(np.ascontiguousarray(a) for a in (out_in, out_brain, out_target, out_rest))  # type: ignore[return-value]
+            out_in, out_brain, out_parts = np.flip(out_in, axis + 1), np.flip(out_brain, axis), np.flip(out_parts, axis)
+    return tuple(np.ascontiguousarray(a) for a in (out_in, out_brain, out_parts))  # type: ignore[return-value]
 
 
 def augment(inputs: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -126,12 +128,12 @@ def clinical_score(record: dict[str, float]) -> float:
 def train_detector(train_cache: str | Path, val_cache: str | Path, out: str | Path, steps: int, inputs: Sequence[str],
                    every: int = 250, batch: int = 2, lr: float = 1e-3, arch: dict[str, Any] | None = None, seed: int = 0,
                    resume: bool = False, max_val_cases: int | None = None, augmentation: bool = True,
-                   tumour_weight: float = 1.0, init: str | Path | None = None,
+                   tumour_weight: float = 1.0, init: str | Path | None = None, classes: int = 1,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or go on training) a detector run; return the best validation record."""
     import torch
 
-    from .losses import detection_loss
+    from .losses import detection_loss, parts_loss
 
     progress = progress or (lambda text: None)
     out = Path(out)
@@ -144,27 +146,35 @@ def train_detector(train_cache: str | Path, val_cache: str | Path, out: str | Pa
     val_ids = [e["case"] for e in load_index(val_cache)["prepared"]][:max_val_cases]
     if tumour_weight <= 0:
         raise InputError(f"--tumour-weight must be positive, got {tumour_weight:g}")
+    if classes not in DETECTOR_CLASSES:
+        raise InputError(f"--classes must be one of {', '.join(map(str, DETECTOR_CLASSES))}, got {classes}")
+    state = torch.load(state_path, map_location="cpu", weights_only=True) if resume and state_path.exists() else None
     initial = None
-    if init is not None and not (resume and state_path.exists()):
+    if state is not None:
+        arch, inputs = dict(state["arch"]), list(state["inputs"])
+        if int(arch.get("classes", 1)) != classes:
+            raise InputError(f"{out} was trained with --classes {arch.get('classes', 1)}; resume it with the same")
+        if float(state.get("tumour_weight", 1.0)) != tumour_weight:
+            raise InputError(f"{out} was trained with --tumour-weight {float(state.get('tumour_weight', 1.0)):g}; resume it with the same")
+    elif init is not None:
         if not (Path(init) / BEST_NAME).is_file():
             raise InputError(f"{init} has no {BEST_NAME}: --init takes a trained detector run")
         initial = torch.load(Path(init) / BEST_NAME, map_location="cpu", weights_only=True)
         if list(initial["inputs"]) != list(inputs):
             raise InputError(f"{init} is a detector for {'+'.join(initial['inputs'])}, not {'+'.join(inputs)}")
         arch = dict(initial["arch"])
+        if int(arch.get("classes", 1)) != classes:
+            raise InputError(f"{init} is a detector with {arch.get('classes', 1)} output classes, not {classes}")
+    arch.setdefault("classes", classes)
     network = build_detector(len(inputs), arch)
-    if initial is not None:
-        network.load_state_dict(initial["state_dict"])
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     step, best = 0, {"score": -math.inf}
-    if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if initial is not None:
+        network.load_state_dict(initial["state_dict"])
+    if state is not None:
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), dict(state["best"])
-        arch, inputs = dict(state["arch"]), list(state["inputs"])
-        if float(state.get("tumour_weight", 1.0)) != tumour_weight:
-            raise InputError(f"{out} was trained with --tumour-weight {float(state.get('tumour_weight', 1.0)):g}; resume it with the same")
     progress(f"loading {len(train_ids)} training cases")
     cases = [load_training_case(train_cache, case_id, inputs) for case_id in train_ids]
     patch = patch_size(arch)
@@ -177,12 +187,16 @@ def train_detector(train_cache: str | Path, val_cache: str | Path, out: str | Pa
         cubes = [sample_cube(cases[int(rng.integers(len(cases)))], patch, rng) for _ in range(batch)]
         x = torch.from_numpy(np.stack([augment(c[0], c[1], rng) if augmentation else c[0] for c in cubes]))
         brain = torch.from_numpy(np.stack([c[1] for c in cubes]))[:, None]
-        target = torch.from_numpy(np.stack([c[2] for c in cubes]))[:, None]
-        weight = 1.0 + (tumour_weight - 1.0) * torch.from_numpy(np.stack([c[3] for c in cubes]))[:, None].float()
+        parts = torch.from_numpy(np.stack([c[2] for c in cubes]))[:, None]
+        rest = (parts > 0) & (parts != ENHANCING_LABEL)
+        weight = 1.0 + (tumour_weight - 1.0) * rest.float()
         network.train()
         with torch.autocast(device.type, dtype=dtype):
             logits = network(x)
-        loss = detection_loss(logits.float(), target, brain, weight)
+        if classes == 1:
+            loss = detection_loss(logits.float(), (parts == ENHANCING_LABEL).float(), brain, weight)
+        else:
+            loss = parts_loss(logits.float(), parts, brain, weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -45,7 +45,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "E": [(BRAIN, "psnr"), (ENHANCING, "psnr"), (BRAIN, "sharpness"), (ENHANCEMENT, "subtraction_psnr"), (ENHANCEMENT, "subtraction_ssim_3d"),
           (ENHANCEMENT, "lesion_sensitivity"), (ENHANCEMENT, "pooled_lesion_sensitivity"), (ENHANCEMENT, "false_blobs"),
           (ENHANCEMENT, "false_blob_ml"), (ENHANCEMENT, "blobs"), (ENHANCEMENT, "true_blobs"), (ENHANCEMENT, "lesion_f1"),
-          (ENHANCEMENT, "auc_brain"), (ENHANCEMENT, "auc_tumour"), (ENHANCEMENT, "far_false_colour")],
+          (ENHANCEMENT, "auc_brain"), (ENHANCEMENT, "auc_tumour"), (ENHANCEMENT, "far_false_colour"),
+          (ENHANCEMENT, "tumour_dice")],
     "fig7": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
     "fig9": [(BRAIN, "psnr"), (TUMOUR, "psnr"), (ENHANCING, "psnr")],
 }

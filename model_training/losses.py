@@ -108,6 +108,23 @@ def detection_loss(logits: torch.Tensor, target: torch.Tensor, brain: torch.Tens
     return bce + dice
 
 
+def parts_loss(logits: torch.Tensor, parts: torch.Tensor, brain: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy + mean soft Dice of the tumour's parts (nnU-Net's loss) for logits (B, K, D, H, W) against labels
+    (B, 1, D, H, W) in 0..K-1, over the brain voxels of the batch; ``weight`` (B, 1, D, H, W, optional) weighs each
+    voxel's cross-entropy term. The Dice is averaged over the K - 1 foreground parts, so each part is learnt as a rare class."""
+    brain = brain.float()
+    voxels = brain.sum().clamp_min(1.0)
+    labels = parts[:, 0].long()
+    ce = nn.functional.cross_entropy(logits, labels, reduction="none")[:, None] * brain
+    ce = (ce if weight is None else ce * weight).sum() / voxels
+    probability = torch.softmax(logits, dim=1) * brain
+    onehot = nn.functional.one_hot(labels, logits.shape[1]).movedim(-1, 1).float() * brain
+    dims = (0, 2, 3, 4)
+    overlap, total = (probability * onehot).sum(dims), probability.sum(dims) + onehot.sum(dims)
+    dice = 1.0 - (2.0 * overlap[1:] + 1.0) / (total[1:] + 1.0)  # +1 as in detection_loss: a part absent from the batch asks for low probabilities
+    return ce + dice.mean()
+
+
 class VirtualContrastLoss(nn.Module):
     """λ1·MAE + λ2·SSIM loss (2D per slice) + λ3·local loss (+ λh·histogram + λd·detection); ``weights`` is set per stage."""
 

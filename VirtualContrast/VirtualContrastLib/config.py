@@ -16,7 +16,11 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {"name": "brain_percentile", "lower": 0.
 #: Default options of the enhancement detector (:mod:`VirtualContrastLib.networks.detector`): MONAI UNet
 #: channels and strides, residual units per level, dropout, and the cube (D, H, W) it is trained and run on.
 DETECTOR_ARCH: dict[str, Any] = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 1,
-                                 "dropout": 0.1, "patch": [96, 96, 96]}
+                                 "dropout": 0.1, "patch": [96, 96, 96], "classes": 1}
+
+#: What a detector's ``classes`` output channels mean: one logit that a voxel enhances (the bundled detectors), or a
+#: softmax over the tumour's parts, in the order of the prepared labels (background, necrosis, oedema, enhancing).
+DETECTOR_CLASSES = (1, 4)
 
 #: How a detector's ``curve`` is fitted on training cases (``virtual-contrast-train fit-detection --curve``): the mean
 #: true subtraction map per probability bin over all brain voxels (``mean``, the bundled models') or over the enhancing
@@ -35,6 +39,8 @@ def check_detector(detector: Any) -> None:
     multiple = math.prod(spec["strides"])
     if len(spec["channels"]) != len(spec["strides"]) + 1 or len(spec["patch"]) != 3 or any(int(p) % multiple for p in spec["patch"]):
         raise ValueError(f"detector arch {arch!r}: needs one more channel count than strides and a 3D patch divisible by {multiple}")
+    if spec["classes"] not in DETECTOR_CLASSES:
+        raise ValueError(f"detector arch {arch!r}: classes must be one of {DETECTOR_CLASSES}")
     curve = detector.get("curve")
     if curve is not None:
         xs, ys = (curve.get(k) if isinstance(curve, dict) else None for k in ("probability", "enhancement"))

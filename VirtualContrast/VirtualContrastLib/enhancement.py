@@ -34,6 +34,9 @@ Enhancement metrics (per case; the true map is made from the true CE-T1 in the s
 - Far false colour: the fraction of the brain farther than :data:`TUMOUR_MARGIN_MM` from the tumour that the
   overlay colours (map above the threshold) where the true map does not. Voxel-level, so it sees what blob
   counts miss: broad coloured areas that touch the tumour region, and a map that glows over a whole lobe.
+- Tumour Dice: Dice of the coloured voxels against the truly enhancing ones (true map above the threshold)
+  inside the tumour labels: colour over the wrong part of a lesion (oedema, a necrotic core, the whole tumour
+  instead of its rim), which neither blob counts nor far false colour see.
 """
 
 from __future__ import annotations
@@ -254,10 +257,12 @@ def enhancement_metrics(
     counts = lesion_counts(synthetic_map, true_map, seg, brain, spacing, enhancing_label, threshold, near)
     true_above = (np.asarray(true_map) > threshold) & brain
     far = brain & ~near
-    false_colour = (np.asarray(synthetic_map) > threshold) & far & ~true_above
+    synthetic_above = (np.asarray(synthetic_map) > threshold) & brain
+    false_colour = synthetic_above & far & ~true_above
     return {
         **counts,
         "far_false_colour": float(np.count_nonzero(false_colour) / np.count_nonzero(far)) if far.any() else math.nan,
+        "tumour_dice": tumour_dice(synthetic_above, true_above, seg > 0),
         "auc_brain": voxel_auc(synthetic_map, enhancing, brain & ~near),
         "auc_tumour": voxel_auc(synthetic_map, enhancing, (seg > 0) & (seg != enhancing_label) & brain),
         "true_blobs": int(_blobs_outside_tumour(true_above, near, spacing)[0].size),
@@ -265,6 +270,17 @@ def enhancement_metrics(
         "subtraction_ssim_2d": ssim_2d_slices(synthetic_map, true_map, enhancing),
         "subtraction_ssim_3d": ssim_3d(synthetic_map, true_map, enhancing),
     }
+
+
+def tumour_dice(synthetic_above: np.ndarray, true_above: np.ndarray, tumour: np.ndarray) -> float:
+    """Dice of the coloured voxels (map above T) against the truly enhancing ones, inside the tumour labels only.
+
+    Lesions found and false blobs do not see colour that lies on the tumour but over the wrong part of it (a whole
+    tumour glowing instead of its rim, colour over oedema); this does. NaN when neither map is above T in the tumour.
+    """
+    synthetic, true = synthetic_above & tumour, true_above & tumour
+    total = np.count_nonzero(synthetic) + np.count_nonzero(true)
+    return 2.0 * np.count_nonzero(synthetic & true) / total if total else math.nan
 
 
 def lesion_counts(

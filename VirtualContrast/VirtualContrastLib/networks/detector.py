@@ -31,11 +31,11 @@ OVERLAP = 0.25
 
 
 def build_detector(in_channels: int, arch: dict[str, Any] | None = None) -> nn.Module:
-    """The detector network (untrained): MONAI's 3D UNet, instance norm, one logit channel."""
+    """The detector network (untrained): MONAI's 3D UNet, instance norm, ``classes`` output channels (logits)."""
     from monai.networks.nets import UNet
 
     spec = {**DETECTOR_ARCH, **(arch or {})}
-    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=1, channels=tuple(spec["channels"]),
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=int(spec["classes"]), channels=tuple(spec["channels"]),
                 strides=tuple(spec["strides"]), num_res_units=int(spec["num_res_units"]), norm="instance",
                 dropout=float(spec["dropout"]))
 
@@ -79,7 +79,11 @@ def detect_volume(network: nn.Module, volume: np.ndarray, arch: dict[str, Any] |
             logits = sliding_window_inference(inputs, patch, 1, predictor, overlap=OVERLAP, mode="gaussian", padding_mode="constant")
     finally:
         network.train(was_training)
-    probability = torch.sigmoid(logits[0, 0]).cpu().numpy()
+    # Gaussian blending averages logits; the probability of enhancing is taken after it, as for one logit.
+    if logits.shape[1] == 1:
+        probability = torch.sigmoid(logits[0, 0]).cpu().numpy()
+    else:  # a softmax over the tumour's parts: enhancing is the last (config.DETECTOR_CLASSES)
+        probability = torch.softmax(logits[0], dim=0)[-1].cpu().numpy()
     out[box] = np.where(footprint[box], probability, 0.0)
     return out
 
