@@ -2,9 +2,10 @@
 # Rebuild the bundled real-data T1+T2+FLAIR models and their validation tables from the 42 BraTS 2018 cases
 # of the project's manifest (model_training/data/brats2018_manifest.tsv): extract -> prepare (train and val
 # splits) -> train (round 2, round 5 from it, the residual + detection model from round 5, the enhancement
-# detector and its ablations without intensity augmentation and with necrosis and oedema weighted, the T1+T2 model
+# detector and its ablations without intensity augmentation, with necrosis and oedema weighted and with the tumour's
+# parts as classes, the T1+T2 model
 # from round 5 and its T1+T2 detector)
-# -> calibrate (round 5 + the detector as one model, the same with the flips-only detector, the T1+T2 model + its
+# -> calibrate (round 5 + the detector as one model, the same with the flips-only and the parts detector, the T1+T2 model + its
 # detector; both again with the ablation's enhancing-voxel curve) -> evaluate (with the reach-gate ablation) -> bundle (the T1+T2+FLAIR model).
 # usage (from the repository root; DEEPBRAINSEG and BIOEXP are clones of https://github.com/koriavinash1/DeepBrainSeg
 # and https://github.com/koriavinash1/BioExp, or their bare git folders):
@@ -21,6 +22,7 @@ run5="$work/runs/brats_flair_round5"  # round 5: round 2's selected weights + th
 rundet="$work/runs/brats_flair_resdet" # residual CE-T1 + detection head, from round 5's weights
 detector="$work/runs/detector"        # the enhancement detector (3D U-Net on the enhancing label)
 noaug="$work/runs/detector_noaug"     # its ablation: flips only
+parts="$work/runs/detector_parts"     # its ablation: a softmax over the tumour's parts (--classes 4)
 detrim="$work/runs/detector_rim"      # its ablation: fine-tuned with necrosis and oedema weighted 3x
 combined="$work/runs/brats_flair_detector" # round 5's synthesis network with the detector inside
 run12="$work/runs/brats_t1t2"           # T1+T2 model: round 5 without its FLAIR stem, fine-tuned
@@ -48,10 +50,11 @@ if [[ $steps == *" train "* ]]; then
   # The config's init names the bundled round 5 model; round 5's best.pt holds the same weights.
   resume=(); [[ -f $rundet/state.pt ]] && resume=(--resume)
   virtual-contrast-train train brats_flair_resdet --out "$rundet" --set "init=$run5/best.pt" "${data[@]}" "${resume[@]}"
-  # 3,500 steps of 2 cubes of 96 mm, validated (and resumable) every 500; the ablation differs only by --no-augmentation.
-  for det in "$detector" "$noaug"; do
+  # 3,500 steps of 2 cubes of 96 mm, validated (and resumable) every 500; the ablations differ only by
+  # --no-augmentation and by --classes 4.
+  for det in "$detector" "$noaug" "$parts"; do
     resume=(); [[ -f $det/state.pt ]] && resume=(--resume)
-    extra=(); [[ $det == "$noaug" ]] && extra=(--no-augmentation)
+    extra=(); [[ $det == "$noaug" ]] && extra=(--no-augmentation); [[ $det == "$parts" ]] && extra=(--classes 4)
     virtual-contrast-train train-detector --data "$work/cache/train" --val "$work/cache/val" --out "$det" --steps 3500 \
       --every 500 "${extra[@]}" "${resume[@]}"
   done
@@ -86,6 +89,9 @@ if [[ $steps == *" calibrate "* ]]; then
   # network was the bundled vc-hrfcn16-t1-t2-flair-brats18 (round 5's weights, stored in half precision).
   virtual-contrast-train attach-detector "$run5/best.pt" "$noaug" --out "$combined-noaug" --overwrite
   virtual-contrast-train fit-detection "$combined-noaug" --data "$work/cache/train"
+  # The parts detector likewise (results/real/detector_parts/rule.txt).
+  virtual-contrast-train attach-detector "$run5/best.pt" "$parts" --out "$combined-parts" --overwrite
+  virtual-contrast-train fit-detection "$combined-parts" --data "$work/cache/train"
   # The ablation (not shipped, README): the curve averaged over truly enhancing voxels only, threshold refitted on all 34.
   for pair in "$combined:$run5/best.pt:$detector" "$combined12:$run12/best.pt:$det12"; do
     IFS=: read -r folder synthesis det <<< "$pair"
@@ -118,14 +124,18 @@ if [[ $steps == *" evaluate "* ]]; then
   py="$(dirname "$(command -v virtual-contrast-train)")/python"  # the environment the project is installed in
   (cd "$work" && mkdir -p gate2 && "$py" "$gates/cache_gate_inputs.py" val "$work/brats_flair_detector.pt" "" &&
     "$py" "$gates/gates_b_d.py" val 5 && "$py" "$gates/gate_e.py" "" 5)
-  # The flips-only detector against the bundled one in the same runs, unperturbed and perturbed (detector_noaug/rule.txt;
-  # as run, the second model was the bundled vc-hrfcn16-t1-t2-flair-brats18 by name).
-  virtual-contrast-train export "$combined-noaug" --out "$work/brats_flair_noaug.pt" --overwrite
-  for perturbation in none bias thick; do
-    suffix=""; perturb=(); [[ $perturbation == none ]] || { suffix="_$perturbation"; perturb=(--perturb "$perturbation"); }
-    virtual-contrast-train evaluate "$work/brats_flair_noaug.pt" "$work/brats_flair_detector.pt" \
-      --labels "round 5 + flips-only detector,round 5 + detector" --reference "round 5 + detector" --data "$work/cache/val" \
-      --table E --out "$results/detector_noaug/val_E$suffix" --device cpu --no-montage "${perturb[@]}"
+  # The flips-only and the parts detectors against the bundled one in the same runs, unperturbed and perturbed
+  # (detector_noaug/rule.txt, detector_parts/rule.txt; as run, the second model was the bundled
+  # vc-hrfcn16-t1-t2-flair-brats18 by name).
+  for pair in "noaug:flips-only" "parts:parts"; do
+    IFS=: read -r ablation label <<< "$pair"
+    virtual-contrast-train export "$combined-$ablation" --out "$work/brats_flair_$ablation.pt" --overwrite
+    for perturbation in none bias thick; do
+      suffix=""; perturb=(); [[ $perturbation == none ]] || { suffix="_$perturbation"; perturb=(--perturb "$perturbation"); }
+      virtual-contrast-train evaluate "$work/brats_flair_$ablation.pt" "$work/brats_flair_detector.pt" \
+        --labels "round 5 + $label detector,round 5 + detector" --reference "round 5 + detector" --data "$work/cache/val" \
+        --table E --out "$results/detector_$ablation/val_E$suffix" --device cpu --no-montage "${perturb[@]}"
+    done
   done
   # The T1+T2 model with its detector (passes the rule in configs/brats_t1t2_round5.json; not bundled: by eye its
   # overlay colours the brain's edge and broad areas where nothing enhances, README).
