@@ -137,6 +137,10 @@ if [[ $steps == *" evaluate "* ]]; then
         --table E --out "$results/detector_$ablation/val_E$suffix" --device cpu --no-montage "${perturb[@]}"
     done
   done
+  # The bundled model beside the three floors again, with the tumour Dice (added after val_E_detector_blob was made;
+  # as run, the bundled vc-hrfcn16-t1-t2-flair-brats18 by name).
+  virtual-contrast-train evaluate "$work/brats_flair_detector.pt" --labels "round 5 + detector" --data "$work/cache/val" \
+    --table E --out "$results/val_E_bundled_dice" --device cpu --no-montage --detection-floor "$work/cache/train"
   # The T1+T2 model with its detector (passes the rule in configs/brats_t1t2_round5.json; not bundled: by eye its
   # overlay colours the brain's edge and broad areas where nothing enhances, README).
   score "$combined12" "$work/brats_t1t2_detector.pt" "T1+T2 + detector" "$results/val_E_t1t2_detector" robust
