@@ -19,6 +19,7 @@ from VirtualContrastLib import INTENDED_USE
 from VirtualContrastLib.checkpoints import load_checkpoint, save_checkpoint
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import write_file
+from VirtualContrastLib.networks.detector import output_classes
 
 from .datacards import TRAINING_DATA
 from .export import exported_checkpoint
@@ -75,7 +76,7 @@ def _detector_lines(config: dict[str, Any], training: dict[str, Any]) -> list[st
         "## Enhancement detector",
         f"- a 3D U-Net (`VirtualContrastLib.networks.detector`, options {detector.get('arch') or 'default'}) trained on the "
         + ("tumour's parts, a softmax over background, necrosis, oedema and enhancing whose enhancing channel is used"
-           if int((detector.get("arch") or {}).get("classes", 1)) > 1 else "enhancing-tumour label alone")
+           if output_classes(detector.get("arch")) > 1 else "enhancing-tumour label alone")
         + " (`virtual-contrast-train train-detector`); it decides where the CE-T1 enhances",
         f"- enhancement is shown only in regions that hold a voxel where its probability is >= {config['detection_threshold']:g} "
         "(other enhancing regions of the synthetic CE-T1 are removed)"

@@ -39,7 +39,7 @@ from VirtualContrastLib.enhancement import ENHANCEMENT_THRESHOLD, enhancement_me
 from VirtualContrastLib.errors import InputError
 from VirtualContrastLib.fileutil import atomic_write
 from VirtualContrastLib.metrics import ENHANCING_LABEL
-from VirtualContrastLib.networks.detector import build_detector, detect_volume, footprint_box, patch_size
+from VirtualContrastLib.networks.detector import build_detector, detect_volume, footprint_box, output_classes, patch_size
 
 from .cache import array_spacing, load_case, load_index, true_subtraction
 from .sampling import robust_augment
@@ -152,8 +152,8 @@ def train_detector(train_cache: str | Path, val_cache: str | Path, out: str | Pa
     initial = None
     if state is not None:
         arch, inputs = dict(state["arch"]), list(state["inputs"])
-        if int(arch.get("classes", 1)) != classes:
-            raise InputError(f"{out} was trained with --classes {arch.get('classes', 1)}; resume it with the same")
+        if output_classes(arch) != classes:
+            raise InputError(f"{out} was trained with --classes {output_classes(arch)}; resume it with the same")
         if float(state.get("tumour_weight", 1.0)) != tumour_weight:
             raise InputError(f"{out} was trained with --tumour-weight {float(state.get('tumour_weight', 1.0)):g}; resume it with the same")
     elif init is not None:
@@ -163,8 +163,8 @@ def train_detector(train_cache: str | Path, val_cache: str | Path, out: str | Pa
         if list(initial["inputs"]) != list(inputs):
             raise InputError(f"{init} is a detector for {'+'.join(initial['inputs'])}, not {'+'.join(inputs)}")
         arch = dict(initial["arch"])
-        if int(arch.get("classes", 1)) != classes:
-            raise InputError(f"{init} is a detector with {arch.get('classes', 1)} output classes, not {classes}")
+        if output_classes(arch) != classes:
+            raise InputError(f"{init} is a detector with {output_classes(arch)} output classes, not {classes}")
     arch.setdefault("classes", classes)
     network = build_detector(len(inputs), arch)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)

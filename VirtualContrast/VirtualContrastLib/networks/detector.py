@@ -35,9 +35,14 @@ def build_detector(in_channels: int, arch: dict[str, Any] | None = None) -> nn.M
     from monai.networks.nets import UNet
 
     spec = {**DETECTOR_ARCH, **(arch or {})}
-    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=int(spec["classes"]), channels=tuple(spec["channels"]),
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=output_classes(spec), channels=tuple(spec["channels"]),
                 strides=tuple(spec["strides"]), num_res_units=int(spec["num_res_units"]), norm="instance",
                 dropout=float(spec["dropout"]))
+
+
+def output_classes(arch: dict[str, Any] | None) -> int:
+    """Output channels of the detector: 1 (one logit) or 4 (softmax over the tumour's parts; config.DETECTOR_CLASSES)."""
+    return int({**DETECTOR_ARCH, **(arch or {})}["classes"])
 
 
 def patch_size(arch: dict[str, Any] | None) -> tuple[int, int, int]:
